@@ -1,0 +1,261 @@
+"""``MBPOLoop``: the callback that acts in the real environment and fills the model buffer with rollouts.
+
+Schedule (MBPO Alg. 2 with the official code's interleaving), counted in real env steps:
+
+* before the first epoch: ``init_random_steps`` uniform-random actions fill the real buffer;
+* at the start of every Lightning epoch (= every ``data.model_train_freq`` env steps): train the ensemble on
+  the whole real buffer, set the rollout length ``k`` from the schedule, reallocate the model buffer to
+  ``retain_epochs * k * rollout_batch_size * epoch_length / model_train_freq`` and add fresh rollouts from
+  ``rollout_batch_size`` real start states;
+* one real env step with the current stochastic policy before each ``training_step`` (the first in
+  ``on_train_epoch_start``, the others in ``on_train_batch_end`` of the previous batch), so every batch of
+  ``G`` SAC updates follows exactly one env step.
+
+Training stops after ``total_env_steps`` env steps (the Trainer's ``max_epochs`` is derived from it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from mbpo_pl.data import MBPODataModule
+from mbpo_pl.envs import make_env
+from mbpo_pl.rollout import branched_rollout, make_transitions, rollout_length
+from mbpo_pl.system import MBPO
+from mbpo_pl.termination import get_termination_fn
+
+
+def find_loop(trainer: Trainer) -> MBPOLoop:
+    for callback in trainer.callbacks:
+        if isinstance(callback, MBPOLoop):
+            return callback
+    raise RuntimeError(
+        "No MBPOLoop callback is configured: add `callbacks.MBPOLoop` to `trainer.callbacks` (see conf/*.yaml)."
+    )
+
+
+class MBPOLoop(Callback):
+    """Real env steps, ensemble training and branched rollouts, on the schedule above.
+
+    Args:
+        total_env_steps: real env steps of the whole run (random initial steps included).
+        init_random_steps: uniform-random env steps before training starts.
+        rollout_batch_size: real start states per rollout batch.
+        rollout_schedule: ``[min_epoch, max_epoch, min_length, max_length]`` of the truncated-linear schedule
+            of the rollout length ``k``; epochs count ``epoch_length`` env steps after the random steps.
+        epoch_length: env steps per schedule epoch (the paper's epoch: 1000; 250 for the pendulums).
+        retain_epochs: schedule epochs of rollouts the model buffer retains.
+    """
+
+    def __init__(
+        self,
+        total_env_steps: int = 20_000,
+        init_random_steps: int = 5_000,
+        rollout_batch_size: int = 100_000,
+        rollout_schedule: list[int] = [20, 100, 1, 15],
+        epoch_length: int = 1000,
+        retain_epochs: int = 1,
+    ) -> None:
+        super().__init__()
+        if len(rollout_schedule) != 4:
+            raise ValueError(f"rollout_schedule must be [min_epoch, max_epoch, min_k, max_k], got {rollout_schedule}")
+        if min(rollout_schedule[2:]) < 1:
+            raise ValueError(f"rollout lengths must be >= 1, got rollout_schedule={rollout_schedule}")
+        for name, value in (
+            ("total_env_steps", total_env_steps),
+            ("rollout_batch_size", rollout_batch_size),
+            ("epoch_length", epoch_length),
+            ("retain_epochs", retain_epochs),
+        ):
+            if value < 1:
+                raise ValueError(f"MBPOLoop.{name}={value} must be >= 1.")
+        if not 0 <= init_random_steps < total_env_steps:
+            raise ValueError(f"init_random_steps={init_random_steps} must be in [0, total_env_steps={total_env_steps}).")
+        self.total_env_steps = total_env_steps
+        self.init_random_steps = init_random_steps
+        self.rollout_batch_size = rollout_batch_size
+        self.rollout_schedule = list(rollout_schedule)
+        self.epoch_length = epoch_length
+        self.retain_epochs = retain_epochs
+        # Counters (checkpointed).
+        self.env_steps = 0
+        self.episodes = 0
+        self.model_trainings = 0
+        self.rollout_length = 0
+        self._episode_return = 0.0
+        self._episode_length = 0
+        self._obs: np.ndarray | None = None
+        self._timers: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not isinstance(pl_module, MBPO) or not isinstance(trainer.datamodule, MBPODataModule):
+            raise TypeError("MBPOLoop needs the MBPO module and the MBPODataModule")
+        data: MBPODataModule = trainer.datamodule
+        self.env = make_env(data.env_id, data.env_kwargs)
+        self.termination_fn = get_termination_fn(data.env_id)
+        self.env_seed = data.seed + 1000 * trainer.global_rank
+        self.env.action_space.seed(self.env_seed)
+        self._obs = None
+        steps_after_init = self.total_env_steps - self.init_random_steps
+        trainer.fit_loop.max_epochs = math.ceil(steps_after_init / data.model_train_freq)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if getattr(self, "env", None) is not None:
+            self.env.close()
+
+    # ------------------------------------------------------------------ env
+    def _env_step(self, trainer: Trainer, pl_module: MBPO, random: bool) -> None:
+        data: MBPODataModule = trainer.datamodule
+        if self._obs is None:
+            self._obs, _ = self.env.reset(seed=self.env_seed if self.episodes == 0 else None)
+        obs = torch.as_tensor(self._obs, dtype=torch.float32, device=pl_module.device)
+        if random:
+            action = torch.as_tensor(self.env.action_space.sample(), device=pl_module.device)
+        else:
+            action = pl_module.sac.actor.act(obs.unsqueeze(0))[0]
+        next_obs, reward, terminated, truncated, _ = self.env.step(action.cpu().numpy())
+        next_obs_t = torch.as_tensor(next_obs, dtype=torch.float32, device=pl_module.device)
+        data.add_real(
+            make_transitions(
+                obs.unsqueeze(0),
+                action.unsqueeze(0).float(),
+                torch.tensor([reward], dtype=torch.float32, device=pl_module.device),
+                next_obs_t.unsqueeze(0),
+                torch.tensor([terminated], device=pl_module.device),
+                torch.tensor([truncated], device=pl_module.device),
+            )
+        )
+        self.env_steps += 1
+        self._episode_return += float(reward)
+        self._episode_length += 1
+        # A time-limit truncation ends the episode but is stored with terminated=False (SAC bootstraps through it).
+        if terminated or truncated:
+            pl_module.log_metrics(
+                {"train/episode_return": self._episode_return, "train/episode_length": self._episode_length},
+                self.env_steps,
+            )
+            self.episodes += 1
+            self._episode_return, self._episode_length = 0.0, 0
+            self._obs, _ = self.env.reset()
+        else:
+            self._obs = next_obs
+
+    def _timed(self, key: str, start: float) -> None:
+        self._timers[key] = self._timers.get(key, 0.0) + time.perf_counter() - start
+
+    # ------------------------------------------------------------------ model
+    def _train_model_and_rollout(self, trainer: Trainer, pl_module: MBPO) -> None:
+        data: MBPODataModule = trainer.datamodule
+        start = time.perf_counter()
+        stored = data.real_buffer.storage[torch.arange(len(data.real_buffer), device=data.real_buffer.storage.device)]
+        inputs, targets = pl_module.dynamics.make_dataset(
+            stored["observation"], stored["action"], stored["next", "reward"], stored["next", "observation"]
+        )
+        model_stats = pl_module.dynamics.fit_ensemble(inputs, targets)
+        self.model_trainings += 1
+        self._timed("model_train", start)
+
+        start = time.perf_counter()
+        schedule_epoch = max(self.env_steps - self.init_random_steps, 0) // self.epoch_length
+        self.rollout_length = rollout_length(schedule_epoch, *self.rollout_schedule)
+        capacity = (
+            self.retain_epochs
+            * self.rollout_length
+            * self.rollout_batch_size
+            * self.epoch_length
+            // data.model_train_freq
+        )
+        data.resize_model_buffer(capacity)
+        start_obs = data.real_buffer.sample(self.rollout_batch_size)["observation"]
+        result = branched_rollout(
+            pl_module.dynamics.model,
+            pl_module.sac.actor,
+            pl_module.dynamics.elites,
+            self.termination_fn,
+            start_obs,
+            self.rollout_length,
+        )
+        data.add_model(result.transitions)
+        self._timed("rollout", start)
+        pl_module.log_metrics(
+            {
+                "dynamics/holdout_mse": model_stats["holdout_mse"],
+                "dynamics/holdout_mse_elites": model_stats["holdout_mse"][pl_module.dynamics.elites].mean(),
+                "dynamics/train_loss": model_stats["train_loss"],
+                "dynamics/epochs": model_stats["epochs"],
+                "dynamics/elites": pl_module.dynamics.elites,
+                "rollout/length": self.rollout_length,
+                "rollout/kept_fraction": result.steps_alive[-1].float() / self.rollout_batch_size,
+                "rollout/mean_alive_steps": result.steps_alive.float().sum() / self.rollout_batch_size,
+                "rollout/new_transitions": result.transitions.shape[0],
+                "rollout/dropped_nonfinite": result.dropped_nonfinite,
+                "rollout/model_buffer_size": len(data.model_buffer),
+                "rollout/model_buffer_capacity": capacity,
+                "rollout/real_buffer_size": len(data.real_buffer),
+            },
+            self.env_steps,
+        )
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+        self._timers = {}
+        if self.env_steps < self.init_random_steps:
+            start = time.perf_counter()
+            while self.env_steps < self.init_random_steps:
+                self._env_step(trainer, pl_module, random=True)
+            self._timed("env", start)
+        self._train_model_and_rollout(trainer, pl_module)
+        start = time.perf_counter()
+        self._env_step(trainer, pl_module, random=False)
+        self._timed("env", start)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx < trainer.datamodule.model_train_freq - 1:
+            start = time.perf_counter()
+            self._env_step(trainer, pl_module, random=False)
+            self._timed("env", start)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        data: MBPODataModule = trainer.datamodule
+        elapsed = time.perf_counter() - self._epoch_start
+        other = sum(self._timers.values())
+        sac_seconds = max(elapsed - other, 1e-9)
+        metrics: dict[str, Any] = dict(pl_module.pop_sac_stats())
+        metrics.update(
+            {
+                "time/env_steps_per_s": data.model_train_freq / elapsed,
+                "time/sac_updates_per_s": data.model_train_freq * data.updates_per_step / sac_seconds,
+                "time/epoch_s": elapsed,
+                "time/sac_s": sac_seconds,
+                **{f"time/{key}_s": value for key, value in self._timers.items()},
+                "train/env_steps": self.env_steps,
+            }
+        )
+        pl_module.log_metrics(metrics, self.env_steps)
+        if self.env_steps >= self.total_env_steps:
+            trainer.should_stop = True
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "model_trainings": self.model_trainings,
+            "rollout_length": self.rollout_length,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.env_steps = state_dict["env_steps"]
+        self.episodes = state_dict["episodes"]
+        self.model_trainings = state_dict["model_trainings"]
+        self.rollout_length = state_dict["rollout_length"]

@@ -1,0 +1,3 @@
+from mbpo_pl.cli import main
+
+main()

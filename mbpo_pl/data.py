@@ -1,0 +1,160 @@
+"""``MBPODataModule``: the real and model replay buffers (TorchRL) and the stream of mixed SAC batches.
+
+Mapping of MBPO's loop onto Lightning (see also ``callbacks/env_loop.py``):
+
+* one Lightning **epoch** = one model-training period of ``model_train_freq`` real env steps;
+* one **batch** (one ``training_step``) = one real env step's worth of SAC training: a ``[G, batch_size]``
+  TensorDict holding ``G = updates_per_step`` minibatches, each with exactly ``int(batch_size * real_ratio)``
+  real rows followed by model rows (mixed *within* every minibatch), all drawn in one ``sample`` call per buffer.
+
+The train dataloader is sized (``len == model_train_freq``), so Lightning does not prefetch: each batch is drawn
+when the loop asks for it, after the env step that precedes it has been pushed into the real buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from tensordict import TensorDict
+from torch.utils.data import DataLoader, IterableDataset
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+from mbpo_pl.envs import env_dims
+
+
+def make_replay_buffer(capacity: int, device: torch.device, seed: int) -> TensorDictReplayBuffer:
+    """Uniform-sampling TorchRL buffer with storage on ``device`` and its own seeded generator."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return TensorDictReplayBuffer(
+        storage=LazyTensorStorage(capacity, device=device), generator=generator, batch_size=None
+    )
+
+
+def _as_is(batch: TensorDict) -> TensorDict:
+    return batch  # the default collate would unpack the TensorDict
+
+
+class _SACBatches(IterableDataset):
+    """``model_train_freq`` batches per epoch, each drawn lazily from the DataModule's buffers."""
+
+    def __init__(self, datamodule: MBPODataModule) -> None:
+        self.datamodule = datamodule
+
+    def __len__(self) -> int:
+        return self.datamodule.model_train_freq
+
+    def __iter__(self) -> Iterator[TensorDict]:
+        for _ in range(len(self)):
+            yield self.datamodule.sample_sac_batches()
+
+
+class MBPODataModule(LightningDataModule):
+    """Real-env and model-rollout replay buffers and the mixed SAC batches.
+
+    Args:
+        env_id: Gymnasium id of a continuous-control env (e.g. ``Hopper-v5``).
+        env_kwargs: keyword arguments of ``gymnasium.make`` (e.g. the paper's Ant/Humanoid observation options).
+        model_train_freq: real env steps per model-training period (= per Lightning epoch).
+        updates_per_step: SAC updates per real env step (``G``).
+        batch_size: SAC minibatch size.
+        real_ratio: fraction of each minibatch drawn from real transitions (``int(batch_size * real_ratio)`` rows).
+        real_buffer_size: capacity of the real replay buffer.
+
+    The buffers' sampling generators are seeded from the run seed (``seed_everything``) plus ``1000 * rank``.
+    """
+
+    def __init__(
+        self,
+        env_id: str = "InvertedPendulum-v5",
+        env_kwargs: dict[str, Any] | None = None,
+        model_train_freq: int = 250,
+        updates_per_step: int = 20,
+        batch_size: int = 256,
+        real_ratio: float = 0.05,
+        real_buffer_size: int = 1_000_000,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= real_ratio <= 1.0:
+            raise ValueError(f"data.real_ratio={real_ratio} must be in [0, 1] (the paper uses 0.05).")
+        for name, value in (
+            ("model_train_freq", model_train_freq),
+            ("updates_per_step", updates_per_step),
+            ("batch_size", batch_size),
+            ("real_buffer_size", real_buffer_size),
+        ):
+            if value < 1:
+                raise ValueError(f"data.{name}={value} must be >= 1.")
+        self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
+        self.model_train_freq = model_train_freq
+        self.updates_per_step = updates_per_step
+        self.batch_size = batch_size
+        self.real_ratio = real_ratio
+        self.real_buffer_size = real_buffer_size
+        self.num_real = int(batch_size * real_ratio)
+        self.obs_dim, self.act_dim = env_dims(env_id, self.env_kwargs)  # also validates the env
+        self.real_buffer: TensorDictReplayBuffer | None = None
+        self.model_buffer: TensorDictReplayBuffer | None = None
+        self._device = torch.device("cpu")
+        self._rank = 0
+        self.seed = 0
+
+    def setup(self, stage: str) -> None:
+        if self.real_buffer is not None:
+            return
+        if self.trainer is not None:
+            self._device = self.trainer.strategy.root_device
+            self._rank = self.trainer.global_rank
+        self.seed = torch.initial_seed() % 2**31  # the run seed after seed_everything
+        self.real_buffer = make_replay_buffer(self.real_buffer_size, self._device, self.seed + 1000 * self._rank)
+
+    def add_real(self, transitions: TensorDict) -> None:
+        self.real_buffer.extend(transitions.to(self._device))
+
+    def resize_model_buffer(self, capacity: int) -> None:
+        """(Re)allocate the model buffer with ``capacity``, keeping the most recent transitions that fit."""
+        if capacity < 1:
+            raise ValueError(f"model buffer capacity must be >= 1, got {capacity}")
+        old = self.model_buffer
+        if old is not None and old.storage.max_size == capacity:
+            return
+        self.model_buffer = make_replay_buffer(capacity, self._device, self.seed + 1000 * self._rank + 1)
+        if old is not None and len(old) > 0:
+            self.model_buffer.extend(self.latest(old, min(len(old), capacity)))
+
+    @staticmethod
+    def latest(buffer: TensorDictReplayBuffer, count: int) -> TensorDict:
+        """The ``count`` most recently written transitions of a round-robin buffer, oldest first."""
+        size, capacity = len(buffer), buffer.storage.max_size
+        cursor = buffer.write_count % capacity if size == capacity else size
+        index = (torch.arange(cursor - count, cursor) % size).to(buffer.storage.device)
+        return buffer.storage[index]
+
+    def add_model(self, transitions: TensorDict) -> None:
+        if self.model_buffer is None:
+            raise RuntimeError("resize_model_buffer() must be called before model transitions are added")
+        if transitions.shape[0] > 0:
+            self.model_buffer.extend(transitions)
+
+    def sample_sac_batches(self) -> TensorDict:
+        """``[G, batch_size]`` minibatches; in each, the first ``num_real`` rows are real, the rest model data.
+
+        Before the first rollout has produced data (or with ``real_ratio == 1``) every row is real.
+        """
+        num_batches, batch_size = self.updates_per_step, self.batch_size
+        num_real = self.num_real
+        if self.model_buffer is None or len(self.model_buffer) == 0:
+            num_real = batch_size
+        real = self.real_buffer.sample(num_batches * num_real).reshape(num_batches, num_real)
+        if num_real == batch_size:
+            return real.exclude("index")
+        num_model = batch_size - num_real
+        model = self.model_buffer.sample(num_batches * num_model).reshape(num_batches, num_model)
+        return torch.cat([real.exclude("index"), model.exclude("index")], dim=1)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_SACBatches(self), batch_size=None, num_workers=0, collate_fn=_as_is)

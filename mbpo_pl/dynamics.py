@@ -1,0 +1,170 @@
+"""``DynamicsModule``: trains the probabilistic ensemble with holdout early stopping and picks the elites."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from mbpo_pl.nets.ensemble import GaussianEnsemble, gaussian_nll
+from mbpo_pl.utils import own_optimizers
+
+# Official MBPO per-layer L2 coefficients for the 4 hidden layers + output layer.
+DEFAULT_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
+
+
+class DynamicsModule(LightningModule):
+    """Learns ``p(r, s' - s | s, a)`` with an ensemble of Gaussian MLPs (manual optimization, one Adam).
+
+    One call of :meth:`fit_ensemble` is one model-training period of MBPO: refit the input normalizer, split a
+    holdout set, train each member on its own bootstrap resample until no member's holdout MSE improved by more
+    than ``improvement_threshold`` (relative) for more than ``patience`` epochs, restore each member's best
+    weights, and choose the ``num_elites`` members with the lowest holdout MSE. Weights and optimizer state are
+    kept between calls (warm start).
+
+    Args:
+        obs_dim: observation size (linked from the env).
+        act_dim: action size (linked from the env).
+        ensemble_size: number of members.
+        num_elites: members used for rollouts.
+        hidden_size: units per hidden layer (200; 400 for Humanoid in the paper).
+        num_hidden_layers: hidden layers per member.
+        lr: Adam learning rate.
+        weight_decay: L2 coefficient per layer (hidden layers then output layer).
+        logvar_bound_weight: weight of ``sum(max_logvar) - sum(min_logvar)`` in the loss.
+        batch_size: minibatch size per member.
+        holdout_ratio: fraction of the real data held out for early stopping and elite selection.
+        max_holdout: cap on the holdout size.
+        patience: epochs without improvement tolerated before stopping (official: stop when exceeded).
+        improvement_threshold: relative holdout-MSE decrease that counts as an improvement.
+        max_epochs_per_train: optional cap on epochs per training call (``None``: early stopping only, as the paper).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        ensemble_size: int = 7,
+        num_elites: int = 5,
+        hidden_size: int = 200,
+        num_hidden_layers: int = 4,
+        lr: float = 1e-3,
+        weight_decay: list[float] = list(DEFAULT_WEIGHT_DECAY),
+        logvar_bound_weight: float = 0.01,
+        batch_size: int = 256,
+        holdout_ratio: float = 0.2,
+        max_holdout: int = 5000,
+        patience: int = 5,
+        improvement_threshold: float = 0.01,
+        max_epochs_per_train: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not 1 <= num_elites <= ensemble_size:
+            raise ValueError(f"num_elites={num_elites} must be in [1, ensemble_size={ensemble_size}].")
+        if len(weight_decay) != num_hidden_layers + 1:
+            raise ValueError(
+                f"weight_decay needs {num_hidden_layers + 1} coefficients (one per hidden layer plus the output "
+                f"layer), got {len(weight_decay)}."
+            )
+        if not 0.0 < holdout_ratio < 1.0:
+            raise ValueError(f"holdout_ratio={holdout_ratio} must be in (0, 1).")
+        self.automatic_optimization = False
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.num_elites = num_elites
+        self.lr = lr
+        self.weight_decay = list(weight_decay)
+        self.logvar_bound_weight = logvar_bound_weight
+        self.batch_size = batch_size
+        self.holdout_ratio, self.max_holdout = holdout_ratio, max_holdout
+        self.patience, self.improvement_threshold = patience, improvement_threshold
+        self.max_epochs_per_train = max_epochs_per_train
+        self.model = GaussianEnsemble(obs_dim + act_dim, 1 + obs_dim, ensemble_size, hidden_size, num_hidden_layers)
+        self.register_buffer("elites", torch.arange(num_elites))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+
+    @staticmethod
+    def make_dataset(obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor) -> tuple[Tensor, Tensor]:
+        """``inputs = [obs, action]`` ``[N, O + A]`` and ``targets = [reward, next_obs - obs]`` ``[N, 1 + O]``."""
+        return torch.cat([obs, action], -1), torch.cat([reward.reshape(-1, 1), next_obs - obs], -1)
+
+    def loss(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Total training loss and per-member NLL ``[E]`` on ``inputs [E, B, O+A]``, ``targets [E, B, 1+O]``."""
+        mean, logvar = self.model(inputs)
+        nll = gaussian_nll(mean, logvar, targets)
+        total = (
+            nll.sum()
+            + self.model.weight_decay_loss(self.weight_decay)
+            + self.logvar_bound_weight * self.model.logvar_bound_loss()
+        )
+        return total, nll
+
+    @torch.no_grad()
+    def holdout_mse(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """MSE of each member's mean prediction, ``[E]``, on ``inputs [N, O+A]`` / ``targets [N, 1+O]``."""
+        ensemble_size = self.model.ensemble_size
+        mean, _ = self.model(inputs.expand(ensemble_size, -1, -1))
+        return (mean - targets).square().mean(dim=(1, 2))
+
+    def _member_tensors(self) -> list[Tensor]:
+        """Parameters with one slice per member (snapshotted per member); the shared logvar bounds are not."""
+        return [p for layer in self.model.layers for p in (layer.weight, layer.bias)]
+
+    def fit_ensemble(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Train on ``inputs [N, O+A]``, ``targets [N, 1+O]``; returns statistics (``holdout_mse [E]`` etc.)."""
+        (optimizer,) = own_optimizers(self)
+        ensemble_size = self.model.ensemble_size
+        num_total = inputs.shape[0]
+        device = inputs.device
+        permutation = torch.randperm(num_total, device=device)
+        num_holdout = max(1, min(int(num_total * self.holdout_ratio), self.max_holdout))
+        if num_total - num_holdout < 1:
+            raise ValueError(f"need at least 2 transitions to train the dynamics model, got {num_total}")
+        holdout_in, holdout_tg = inputs[permutation[:num_holdout]], targets[permutation[:num_holdout]]
+        train_in, train_tg = inputs[permutation[num_holdout:]], targets[permutation[num_holdout:]]
+        num_train = train_in.shape[0]
+        self.model.normalizer.fit(train_in)
+
+        bootstrap = torch.randint(num_train, (ensemble_size, num_train), device=device)  # [E, N_train]
+        best_mse = torch.full((ensemble_size,), float("inf"), device=device)
+        best_params = [p.detach().clone() for p in self._member_tensors()]
+        epochs_since_update, epoch = 0, 0
+        loss_sum = torch.zeros((), device=device)
+        num_batches_total = 0
+        while True:
+            order = bootstrap.gather(1, torch.rand(ensemble_size, num_train, device=device).argsort(dim=1))
+            for start in range(0, num_train, self.batch_size):
+                idx = order[:, start : start + self.batch_size]  # [E, b]
+                total, _ = self.loss(train_in[idx], train_tg[idx])
+                optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(total)
+                optimizer.step()
+                loss_sum += total.detach()
+                num_batches_total += 1
+            epoch += 1
+            mse = self.holdout_mse(holdout_in, holdout_tg)
+            improved = (best_mse - mse) / best_mse > self.improvement_threshold  # inf best -> always improved
+            best_mse = torch.where(improved, mse, best_mse)
+            with torch.no_grad():
+                for best, param in zip(best_params, self._member_tensors()):
+                    mask = improved.view(-1, *([1] * (param.dim() - 1)))
+                    best.copy_(torch.where(mask, param, best))
+            # Official MBPO: stop once more than `patience` epochs passed with no member improving.
+            epochs_since_update = 0 if bool(improved.any()) else epochs_since_update + 1
+            if epochs_since_update > self.patience:
+                break
+            if self.max_epochs_per_train is not None and epoch >= self.max_epochs_per_train:
+                break
+        with torch.no_grad():
+            for best, param in zip(best_params, self._member_tensors()):
+                param.copy_(best)
+        mse = self.holdout_mse(holdout_in, holdout_tg)
+        self.elites.copy_(mse.argsort()[: self.num_elites])
+        return {
+            "holdout_mse": mse,
+            "train_loss": loss_sum / max(num_batches_total, 1),
+            "epochs": torch.tensor(epoch),
+            "num_train": torch.tensor(num_train),
+            "num_holdout": torch.tensor(num_holdout),
+        }

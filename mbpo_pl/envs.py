@@ -1,0 +1,59 @@
+"""Environment construction with the checks MBPO needs (continuous Box actions, flat Box observations).
+
+Policies act in ``[-1, 1]^A``; :func:`make_env` rescales to the env's own action bounds with Gymnasium's
+``RescaleAction`` wrapper, so buffers, the dynamics model and SAC all see normalised actions.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+def _unknown_env_message(env_id: str) -> str:
+    close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return (
+        f"Unknown environment id {env_id!r}.{hint} Set `data.env_id` to a registered Gymnasium id "
+        "(`python -c 'import gymnasium; print(list(gymnasium.registry))'` lists them)."
+    )
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode: str | None = None) -> gym.Env:
+    """``gym.make(env_id, **env_kwargs)`` checked for MBPO and rescaled to actions in ``[-1, 1]``."""
+    if env_id not in gym.registry:
+        raise ValueError(_unknown_env_message(env_id))
+    try:
+        env = gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
+    except TypeError as err:  # a keyword the env does not take
+        raise ValueError(f"`data.env_kwargs` {env_kwargs} are not accepted by {env_id!r}: {err}") from err
+    if not isinstance(env.action_space, gym.spaces.Box):
+        env.close()
+        raise ValueError(
+            f"{env_id!r} has a {type(env.action_space).__name__} action space; MBPO (SAC with a Gaussian policy) "
+            "needs continuous actions (gymnasium.spaces.Box). Pick a continuous-control env such as Hopper-v5."
+        )
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        env.close()
+        raise ValueError(
+            f"{env_id!r} has observation space {env.observation_space}; the dynamics model needs a flat Box "
+            "observation. Wrap the env (e.g. gymnasium.wrappers.FlattenObservation) and register the wrapped id."
+        )
+    low, high = env.action_space.low, env.action_space.high
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        env.close()
+        raise ValueError(f"{env_id!r} has unbounded actions {env.action_space}; a tanh policy needs finite bounds.")
+    if not (np.all(low == -1.0) and np.all(high == 1.0)):
+        env = gym.wrappers.RescaleAction(env, min_action=-1.0, max_action=1.0)
+    return env
+
+
+def env_dims(env_id: str, env_kwargs: dict[str, Any] | None = None) -> tuple[int, int]:
+    """``(obs_dim, act_dim)`` of the checked env."""
+    env = make_env(env_id, env_kwargs)
+    dims = env.observation_space.shape[0], env.action_space.shape[0]
+    env.close()
+    return dims

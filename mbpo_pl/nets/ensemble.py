@@ -1,0 +1,151 @@
+"""Batched ensemble layers and the probabilistic (Gaussian) dynamics ensemble.
+
+Shape notation: ``E`` ensemble members, ``B`` batch, ``D`` features. Every member's weights live in one
+``[E, D_in, D_out]`` tensor so that all members run in a single batched matmul (``torch.baddbmm``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class EnsembleLinear(nn.Module):
+    """``E`` independent affine maps applied with one batched matmul.
+
+    Input ``[E, B, in_features]`` -> output ``[E, B, out_features]``.
+    """
+
+    def __init__(self, ensemble_size: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.ensemble_size = ensemble_size
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Truncated normal with std 1/(2*sqrt(fan_in)), as the official MBPO code initialises its FC layers.
+        std = 1.0 / (2.0 * math.sqrt(self.in_features))
+        nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def forward_members(self, x: Tensor, members: Tensor) -> Tensor:
+        """Run only the chosen members: ``x`` is ``[M, B, in]``, ``members`` a ``[M]`` index tensor."""
+        return torch.baddbmm(self.bias[members], x, self.weight[members])
+
+    def extra_repr(self) -> str:
+        return f"ensemble_size={self.ensemble_size}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+class InputNormalizer(nn.Module):
+    """Standardises inputs with a mean/std held as buffers (so ``.to()``, checkpoints and DDP carry them)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("std", torch.ones(size))
+
+    @torch.no_grad()
+    def fit(self, data: Tensor) -> None:
+        """Refit on ``data`` ``[N, D]``; a feature with (near) zero spread keeps std 1 (as the official scaler)."""
+        self.mean.copy_(data.mean(0))
+        std = data.std(0, unbiased=False)
+        self.std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+
+    def forward(self, data: Tensor) -> Tensor:
+        return (data - self.mean) / self.std
+
+
+def soft_clamp_logvar(logvar: Tensor, min_logvar: Tensor, max_logvar: Tensor) -> Tensor:
+    """Differentiable bounds on the log-variance (MBPO/PETS): ``min <= logvar <= max`` softly."""
+    logvar = max_logvar - F.softplus(max_logvar - logvar)
+    return min_logvar + F.softplus(logvar - min_logvar)
+
+
+class GaussianEnsemble(nn.Module):
+    """``E`` Gaussian MLPs predicting mean and log-variance of ``target = [reward, next_obs - obs]``.
+
+    Args:
+        input_size: ``obs_dim + act_dim``.
+        output_size: ``1 + obs_dim``.
+        ensemble_size: number of members ``E``.
+        hidden_size: units per hidden layer.
+        num_hidden_layers: hidden layers per member (SiLU activations).
+
+    ``forward(inputs [E, B, input_size]) -> (mean [E, B, output_size], logvar [E, B, output_size])``; inputs are
+    raw (the normalizer is applied inside).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        ensemble_size: int = 7,
+        hidden_size: int = 200,
+        num_hidden_layers: int = 4,
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.output_size = output_size
+        self.ensemble_size = ensemble_size
+        self.normalizer = InputNormalizer(input_size)
+        sizes = [input_size] + [hidden_size] * num_hidden_layers
+        self.hidden = nn.ModuleList(EnsembleLinear(ensemble_size, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.head = EnsembleLinear(ensemble_size, hidden_size, 2 * output_size)
+        # Learned soft bounds on the log-variance (official init: max 0.5, min -10).
+        self.max_logvar = nn.Parameter(torch.full((1, 1, output_size), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((1, 1, output_size), -10.0))
+
+    @property
+    def layers(self) -> list[EnsembleLinear]:
+        """All affine layers in order (hidden..., head); one weight-decay coefficient each."""
+        return [*self.hidden, self.head]
+
+    def _split(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        mean, raw_logvar = out.split(self.output_size, dim=-1)
+        return mean, soft_clamp_logvar(raw_logvar, self.min_logvar, self.max_logvar)
+
+    def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.normalizer(inputs)
+        for layer in self.hidden:
+            h = F.silu(layer(h))
+        return self._split(self.head(h))
+
+    def forward_members(self, inputs: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+        """Run only ``members`` (``[M]`` indices) on ``inputs`` ``[M, B, input_size]``: the rollout path, which
+        computes each sample through its own member instead of all ``E``."""
+        h = self.normalizer(inputs)
+        for layer in self.hidden:
+            h = F.silu(layer.forward_members(h, members))
+        return self._split(self.head.forward_members(h, members))
+
+    def weight_decay_loss(self, coefficients: list[float]) -> Tensor:
+        """``sum_l c_l * ||W_l||^2 / 2`` per layer (TF ``l2_loss``, as the official code), summed over members."""
+        if len(coefficients) != len(self.layers):
+            raise ValueError(
+                f"weight_decay has {len(coefficients)} coefficients but the ensemble has {len(self.layers)} layers "
+                f"({len(self.hidden)} hidden + output): give one per layer."
+            )
+        return sum(c * layer.weight.square().sum() / 2 for c, layer in zip(coefficients, self.layers))
+
+    def logvar_bound_loss(self) -> Tensor:
+        """``sum(max_logvar) - sum(min_logvar)``: keeps the learned bounds tight (weighted 0.01 in the loss)."""
+        return self.max_logvar.sum() - self.min_logvar.sum()
+
+
+def gaussian_nll(mean: Tensor, logvar: Tensor, target: Tensor) -> Tensor:
+    """Per-member Gaussian NLL without the constant, as in the official MBPO loss.
+
+    ``mean, logvar, target`` ``[E, B, D]`` -> ``[E]``: ``mean_B mean_D ((mean - target)^2 * exp(-logvar) + logvar)``
+    (= 2 * NLL/D - log(2*pi)).
+    """
+    inv_var = torch.exp(-logvar)
+    return ((mean - target).square() * inv_var + logvar).mean(dim=(1, 2))

@@ -1,0 +1,87 @@
+"""SAC networks: a tanh-squashed Gaussian actor and a fused twin Q critic.
+
+Actions live in ``[-1, 1]^A``; the environment wrapper rescales them to the env's own bounds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mbpo_pl.nets.ensemble import EnsembleLinear
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the usual SAC bounds (Haarnoja et al. 2018, softlearning)
+
+
+def mlp(in_size: int, hidden_size: int, out_size: int, num_hidden_layers: int = 2) -> nn.Sequential:
+    sizes = [in_size] + [hidden_size] * num_hidden_layers
+    layers: list[nn.Module] = []
+    for i, o in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(i, o), nn.ReLU()]
+    layers.append(nn.Linear(sizes[-1], out_size))
+    return nn.Sequential(*layers)
+
+
+def tanh_log_prob_correction(pre_tanh: Tensor) -> Tensor:
+    """``sum_a log(1 - tanh(u_a)^2)`` computed stably as ``2 * (log 2 - u - softplus(-2u))``; ``[..., A] -> [...]``."""
+    return (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)
+
+
+class TanhGaussianActor(nn.Module):
+    """``pi(a|s) = tanh(N(mu(s), sigma(s)))``.
+
+    ``forward(obs [B, O]) -> (action [B, A], log_prob [B])`` with a reparameterised sample;
+    ``act(obs, deterministic)`` for acting without gradients.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 256, num_hidden_layers: int = 2) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, hidden_size, 2 * act_dim, num_hidden_layers)
+
+    def distribution_params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.distribution_params(obs)
+        std = log_std.exp()
+        noise = torch.randn_like(mean)
+        pre_tanh = mean + std * noise
+        # log N(u; mean, std) summed over action dims, then the change of variables a = tanh(u).
+        gaussian_log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return torch.tanh(pre_tanh), gaussian_log_prob - tanh_log_prob_correction(pre_tanh)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        if deterministic:
+            return torch.tanh(self.distribution_params(obs)[0])
+        return self(obs)[0]
+
+
+class TwinQCritic(nn.Module):
+    """Two Q networks fused into one ensemble of 2 (one batched matmul per layer).
+
+    ``forward(obs [B, O], action [B, A]) -> q [2, B]``.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 256, num_hidden_layers: int = 2) -> None:
+        super().__init__()
+        sizes = [obs_dim + act_dim] + [hidden_size] * num_hidden_layers + [1]
+        self.layers = nn.ModuleList(EnsembleLinear(2, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        for layer in self.layers:  # PyTorch's nn.Linear default init, per member
+            for member in range(2):
+                w = torch.empty(layer.out_features, layer.in_features)
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+                bound = 1 / math.sqrt(layer.in_features)
+                with torch.no_grad():
+                    layer.weight[member].copy_(w.T)
+                    layer.bias[member].uniform_(-bound, bound)
+
+    def forward(self, obs: Tensor, action: Tensor) -> Tensor:
+        h = torch.cat([obs, action], dim=-1).expand(2, -1, -1)
+        for layer in self.layers[:-1]:
+            h = F.relu(layer(h))
+        return self.layers[-1](h).squeeze(-1)

@@ -1,0 +1,110 @@
+"""Branched model rollouts (MBPO Alg. 2, lines 7-9) and the rollout-length schedule.
+
+Transitions use TorchRL's key names: ``observation``, ``action``, ``("next", "observation")``,
+``("next", "reward")`` ``[N, 1]``, ``("next", "terminated")`` / ``("next", "truncated")`` / ``("next", "done")``
+``[N, 1]`` bool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor
+
+from mbpo_pl.nets.ensemble import GaussianEnsemble
+from mbpo_pl.nets.sac import TanhGaussianActor
+from mbpo_pl.termination import TerminationFn
+
+
+def rollout_length(epoch: int, min_epoch: int, max_epoch: int, min_length: int, max_length: int) -> int:
+    """Truncated-linear schedule of the official code: ``min_length`` up to ``min_epoch``, then linear up to
+    ``max_length`` at ``max_epoch``, constant after; truncated to an int. ``epoch`` counts env steps / epoch_length.
+    """
+    if epoch <= min_epoch:
+        return int(min_length)
+    progress = min((epoch - min_epoch) / max(max_epoch - min_epoch, 1), 1.0)
+    return int(min_length + progress * (max_length - min_length))
+
+
+def make_transitions(
+    obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminated: Tensor, truncated: Tensor
+) -> TensorDict:
+    """Pack ``[N, ...]`` tensors into a TorchRL-keyed transition TensorDict of batch size ``[N]``."""
+    terminated = terminated.reshape(-1, 1).bool()
+    truncated = truncated.reshape(-1, 1).bool()
+    return TensorDict(
+        {
+            "observation": obs,
+            "action": action,
+            "next": {
+                "observation": next_obs,
+                "reward": reward.reshape(-1, 1),
+                "terminated": terminated,
+                "truncated": truncated,
+                "done": terminated | truncated,
+            },
+        },
+        batch_size=[obs.shape[0]],
+    )
+
+
+@dataclass
+class RolloutResult:
+    transitions: TensorDict  # [M] transitions from all k steps
+    steps_alive: Tensor  # [k] number of rollouts still running at each step (scalar tensors, no host sync)
+    dropped_nonfinite: Tensor  # scalar: transitions dropped because the model produced non-finite values
+
+
+@torch.no_grad()
+def branched_rollout(
+    ensemble: GaussianEnsemble,
+    actor: TanhGaussianActor,
+    elites: Tensor,
+    termination_fn: TerminationFn,
+    start_obs: Tensor,
+    length: int,
+) -> RolloutResult:
+    """Roll ``length`` steps from ``start_obs`` ``[N, O]`` through the model with the current stochastic policy.
+
+    Each sample at each step goes through one random elite (a fresh random permutation split evenly across the
+    elites, so every sample's member is uniform over ``elites`` and the batch runs as one ``[n_elites, N/n_elites]``
+    batched matmul through only its chosen members). Next state and reward are *sampled* from that member's
+    Gaussian; a rollout stops after its first terminal transition (which is still stored).
+    """
+    if length < 1 or start_obs.shape[0] == 0:
+        raise ValueError(f"a rollout needs length >= 1 and at least one start state (got {length}, {start_obs.shape})")
+    num_elites = elites.numel()
+    obs = start_obs
+    chunks: list[TensorDict] = []
+    steps_alive = []
+    dropped = torch.zeros((), dtype=torch.long, device=start_obs.device)
+    for _ in range(length):
+        n = obs.shape[0]
+        if n == 0:
+            break
+        steps_alive.append(torch.tensor(n, device=obs.device))
+        action = actor.act(obs)
+        inputs = torch.cat([obs, action], dim=-1)
+        per_member = -(-n // num_elites)  # ceil
+        perm = torch.randperm(n, device=obs.device)
+        padded = torch.cat([perm, perm[: per_member * num_elites - n]])  # pad by repeating; padded rows discarded
+        grouped = inputs[padded].reshape(num_elites, per_member, -1)
+        mean, logvar = ensemble.forward_members(grouped, elites)
+        sample = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        sample = sample.reshape(num_elites * per_member, -1)[:n]
+        prediction = torch.empty_like(sample)
+        prediction[perm] = sample  # undo the permutation: row i is sample i's prediction
+        reward, next_obs = prediction[:, 0], obs + prediction[:, 1:]
+        finite = torch.isfinite(next_obs).all(-1) & torch.isfinite(reward)
+        dropped += (~finite).sum()
+        terminated = termination_fn(next_obs)
+        obs_f, action_f, reward_f, next_f, term_f = (t[finite] for t in (obs, action, reward, next_obs, terminated))
+        chunks.append(make_transitions(obs_f, action_f, reward_f, next_f, term_f, torch.zeros_like(term_f)))
+        obs = next_f[~term_f]
+    return RolloutResult(
+        transitions=torch.cat(chunks),
+        steps_alive=torch.stack(steps_alive),
+        dropped_nonfinite=dropped,
+    )

@@ -1,0 +1,104 @@
+"""``SACModule``: soft actor-critic with twin critics, Polyak targets and automatic entropy tuning."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from lightning.pytorch import LightningModule
+from tensordict import TensorDict
+from torch import Tensor, nn
+
+from mbpo_pl.losses import alpha_loss, polyak_update, soft_q_target
+from mbpo_pl.nets.sac import TanhGaussianActor, TwinQCritic
+from mbpo_pl.utils import own_optimizers
+
+
+class SACModule(LightningModule):
+    """SAC on ``[-1, 1]`` actions, trained by manual optimization (three Adam optimizers: actor, critic, alpha).
+
+    Args:
+        obs_dim: observation size (linked from the env).
+        act_dim: action size (linked from the env).
+        hidden_size: units of the two hidden layers of actor and critics.
+        num_hidden_layers: hidden layers of actor and critics.
+        lr: Adam learning rate of actor, critics and temperature.
+        gamma: discount.
+        tau: Polyak coefficient of the target critics (updated after every SAC update).
+        target_entropy: entropy target of the temperature; ``None`` means ``-act_dim``.
+        init_alpha: initial temperature.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_size: int = 256,
+        num_hidden_layers: int = 2,
+        lr: float = 3e-4,
+        gamma: float = 0.99,
+        tau: float = 5e-3,
+        target_entropy: float | None = None,
+        init_alpha: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.lr, self.gamma, self.tau = lr, gamma, tau
+        self.target_entropy = float(-act_dim if target_entropy is None else target_entropy)
+        self.actor = TanhGaussianActor(obs_dim, act_dim, hidden_size, num_hidden_layers)
+        self.critic = TwinQCritic(obs_dim, act_dim, hidden_size, num_hidden_layers)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            torch.optim.Adam(self.actor.parameters(), lr=self.lr),
+            torch.optim.Adam(self.critic.parameters(), lr=self.lr),
+            torch.optim.Adam([self.log_alpha], lr=self.lr),
+        ]
+
+    def update(self, batch: TensorDict) -> dict[str, Tensor]:
+        """One SAC update on a ``[B]`` transition batch; returns detached scalar statistics (no host sync)."""
+        actor_opt, critic_opt, alpha_opt = own_optimizers(self)
+        obs, action = batch["observation"], batch["action"]
+        reward = batch["next", "reward"].squeeze(-1)
+        terminated = batch["next", "terminated"].squeeze(-1)
+        next_obs = batch["next", "observation"]
+        alpha = self.log_alpha.exp().detach()
+
+        # Critic: regress both Q heads onto the soft target from the target critics.
+        with torch.no_grad():
+            next_action, next_log_prob = self.actor(next_obs)
+            target_q = soft_q_target(
+                reward, terminated, self.critic_target(next_obs, next_action), next_log_prob, alpha, self.gamma
+            )
+        q = self.critic(obs, action)
+        critic_loss = 0.5 * (q - target_q).square().mean(dim=1).sum()
+        critic_opt.zero_grad(set_to_none=True)
+        self.manual_backward(critic_loss)
+        critic_opt.step()
+
+        # Actor: maximise min-Q minus the entropy cost. Critic grads from this pass are discarded (zeroed above).
+        new_action, log_prob = self.actor(obs)
+        actor_loss = (alpha * log_prob - self.critic(obs, new_action).min(dim=0).values).mean()
+        actor_opt.zero_grad(set_to_none=True)
+        self.manual_backward(actor_loss)
+        actor_opt.step()
+
+        # Temperature.
+        temperature_loss = alpha_loss(self.log_alpha, log_prob, self.target_entropy)
+        alpha_opt.zero_grad(set_to_none=True)
+        self.manual_backward(temperature_loss)
+        alpha_opt.step()
+
+        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
+        return {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "alpha_loss": temperature_loss.detach(),
+            "alpha": alpha,
+            "entropy": -log_prob.detach().mean(),
+            "q": q.detach().mean(),
+        }

@@ -1,0 +1,73 @@
+"""``MBPO``: the root LightningModule composing the dynamics ensemble and SAC under one Trainer.
+
+Both children are LightningModules with manual optimization; this root owns the optimizers the Trainer's
+strategy manages (SAC's three, then the ensemble's one), runs the SAC updates in ``training_step`` and exposes
+the ensemble training that the env-loop callback triggers once per epoch (model-training period).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_only
+from tensordict import TensorDict
+from torch import Tensor
+
+from mbpo_pl.dynamics import DynamicsModule
+from mbpo_pl.sac import SACModule
+
+
+class MBPO(LightningModule):
+    """Model-Based Policy Optimization (Janner et al. 2019).
+
+    Args:
+        dynamics: the probabilistic ensemble and its training settings.
+        sac: the SAC agent and its settings.
+    """
+
+    def __init__(self, dynamics: DynamicsModule, sac: SACModule) -> None:
+        super().__init__()
+        if (dynamics.obs_dim, dynamics.act_dim) != (sac.obs_dim, sac.act_dim):
+            raise ValueError("model.dynamics and model.sac were built for different observation/action sizes")
+        self.automatic_optimization = False
+        self.dynamics = dynamics
+        self.sac = sac
+        self._sac_stat_sums: dict[str, Tensor] = {}
+        self._sac_stat_count = 0
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [*self.sac.configure_optimizers(), self.dynamics.configure_optimizers()]
+
+    def training_step(self, batch: TensorDict, batch_idx: int) -> None:
+        """``batch`` is ``[G, batch_size]``: G SAC updates for the real env step that preceded it."""
+        for minibatch in batch.unbind(0):
+            stats = self.sac.update(minibatch)
+            for key, value in stats.items():
+                total = self._sac_stat_sums.get(key)
+                self._sac_stat_sums[key] = value if total is None else total + value
+            self._sac_stat_count += 1
+
+    def pop_sac_stats(self) -> dict[str, Tensor]:
+        """Means of the SAC statistics since the last call (``train/`` namespace), then reset."""
+        count = max(self._sac_stat_count, 1)
+        means = {f"train/{key}": value / count for key, value in self._sac_stat_sums.items()}
+        self._sac_stat_sums, self._sac_stat_count = {}, 0
+        return means
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Tensor | float | int], env_steps: int) -> None:
+        """Write ``metrics`` to every logger with the env-step count as the x-axis (one host sync per call)."""
+        values = {}
+        for key, value in metrics.items():
+            if isinstance(value, Tensor):
+                if value.numel() == 1:
+                    values[key] = float(value.float())
+                else:  # one scalar per element, e.g. the holdout MSE of each ensemble member
+                    for i, element in enumerate(value.float().flatten().tolist()):
+                        values[f"{key}/{i}"] = element
+            else:
+                values[key] = float(value)
+        for logger in self.trainer.loggers:
+            logger.log_metrics(values, step=env_steps)
