@@ -23,14 +23,13 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from mbpo_pl.envs import env_dims
+from mbpo_pl.utils import seeded_generator
 
 
 def make_replay_buffer(capacity: int, device: torch.device, seed: int) -> TensorDictReplayBuffer:
     """Uniform-sampling TorchRL buffer with storage on ``device`` and its own seeded generator."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
     return TensorDictReplayBuffer(
-        storage=LazyTensorStorage(capacity, device=device), generator=generator, batch_size=None
+        storage=LazyTensorStorage(capacity, device=device), generator=seeded_generator(seed, device), batch_size=None
     )
 
 

@@ -7,7 +7,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from mbpo_pl.nets.ensemble import GaussianEnsemble, gaussian_nll
-from mbpo_pl.utils import own_optimizers
+from mbpo_pl.utils import backward, own_optimizers
 
 # Official MBPO per-layer L2 coefficients for the 4 hidden layers + output layer.
 DEFAULT_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
@@ -138,13 +138,13 @@ class DynamicsModule(LightningModule):
                 idx = order[:, start : start + self.batch_size]  # [E, b]
                 total, _ = self.loss(train_in[idx], train_tg[idx])
                 optimizer.zero_grad(set_to_none=True)
-                self.manual_backward(total)
+                backward(self, total)
                 optimizer.step()
                 loss_sum += total.detach()
                 num_batches_total += 1
             epoch += 1
             mse = self.holdout_mse(holdout_in, holdout_tg)
-            improved = (best_mse - mse) / best_mse > self.improvement_threshold  # inf best -> always improved
+            improved = torch.isinf(best_mse) | ((best_mse - mse) / best_mse > self.improvement_threshold)
             best_mse = torch.where(improved, mse, best_mse)
             with torch.no_grad():
                 for best, param in zip(best_params, self._member_tensors()):

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from mbpo_pl.losses import alpha_loss, polyak_update, soft_q_target
 from mbpo_pl.nets.sac import TanhGaussianActor, TwinQCritic
-from mbpo_pl.utils import own_optimizers
+from mbpo_pl.utils import backward, own_optimizers
 
 
 class SACModule(LightningModule):
@@ -77,20 +77,20 @@ class SACModule(LightningModule):
         q = self.critic(obs, action)
         critic_loss = 0.5 * (q - target_q).square().mean(dim=1).sum()
         critic_opt.zero_grad(set_to_none=True)
-        self.manual_backward(critic_loss)
+        backward(self, critic_loss)
         critic_opt.step()
 
         # Actor: maximise min-Q minus the entropy cost. Critic grads from this pass are discarded (zeroed above).
         new_action, log_prob = self.actor(obs)
         actor_loss = (alpha * log_prob - self.critic(obs, new_action).min(dim=0).values).mean()
         actor_opt.zero_grad(set_to_none=True)
-        self.manual_backward(actor_loss)
+        backward(self, actor_loss)
         actor_opt.step()
 
         # Temperature.
         temperature_loss = alpha_loss(self.log_alpha, log_prob, self.target_entropy)
         alpha_opt.zero_grad(set_to_none=True)
-        self.manual_backward(temperature_loss)
+        backward(self, temperature_loss)
         alpha_opt.step()
 
         polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)

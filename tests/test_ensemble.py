@@ -1,0 +1,130 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mbpo_pl.dynamics import DynamicsModule
+from mbpo_pl.nets.ensemble import EnsembleLinear, GaussianEnsemble, gaussian_nll, soft_clamp_logvar
+
+
+def test_ensemble_linear_is_one_affine_map_per_member():
+    layer = EnsembleLinear(3, 4, 5)
+    x = torch.randn(3, 7, 4)
+    out = layer(x)
+    for e in range(3):
+        torch.testing.assert_close(out[e], x[e] @ layer.weight[e] + layer.bias[e])
+    members = torch.tensor([2, 0])
+    torch.testing.assert_close(layer.forward_members(x[[2, 0]], members), out[[2, 0]])
+
+
+def test_forward_members_matches_full_forward():
+    model = GaussianEnsemble(6, 4, ensemble_size=5, hidden_size=16)
+    model.normalizer.fit(torch.randn(50, 6) * 3 + 1)
+    x = torch.randn(5, 9, 6)
+    mean, logvar = model(x)
+    members = torch.tensor([4, 1, 3])
+    sub_mean, sub_logvar = model.forward_members(x[members], members)
+    torch.testing.assert_close(sub_mean, mean[members])
+    torch.testing.assert_close(sub_logvar, logvar[members])
+
+
+def test_gaussian_nll_matches_closed_form():
+    mean, logvar, target = torch.randn(3, 10, 4), torch.randn(3, 10, 4), torch.randn(3, 10, 4)
+    nll = gaussian_nll(mean, logvar, target)
+    # Closed form: -log N(y; mu, sigma^2) per element = 0.5 * (log 2pi + logvar + (y - mu)^2 / sigma^2)
+    exact = -torch.distributions.Normal(mean, (0.5 * logvar).exp()).log_prob(target)
+    expected = (2 * exact - math.log(2 * math.pi)).mean(dim=(1, 2))
+    torch.testing.assert_close(nll, expected)
+
+
+def test_soft_clamp_stays_within_bounds_and_is_near_identity_inside():
+    lo, hi = torch.tensor(-10.0), torch.tensor(0.5)
+    values = torch.tensor([-100.0, -5.0, 0.0, 100.0])
+    clamped = soft_clamp_logvar(values, lo, hi)
+    assert (clamped > lo - 1e-3).all() and (clamped < hi + 1e-3).all()  # soft bounds
+    assert clamped[0] < -9.9 and clamped[3] > 0.49
+    assert abs(clamped[1] - (-5.0)) < 0.01
+
+
+def test_normalizer_is_a_buffer_and_standardises():
+    model = GaussianEnsemble(3, 2, ensemble_size=2, hidden_size=8)
+    data = torch.randn(1000, 3) * torch.tensor([1.0, 5.0, 0.0]) + 2.0
+    model.normalizer.fit(data)
+    z = model.normalizer(data)
+    torch.testing.assert_close(z[:, :2].mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z[:, :2].std(0, unbiased=False), torch.ones(2), atol=1e-4, rtol=0)
+    assert model.normalizer.std[2] == 1.0  # constant feature keeps std 1
+    assert {"normalizer.mean", "normalizer.std"} <= set(model.state_dict())
+
+
+def test_weight_decay_loss_per_layer():
+    model = GaussianEnsemble(3, 2, ensemble_size=2, hidden_size=4, num_hidden_layers=2)
+    coeffs = [0.1, 0.2, 0.3]
+    expected = sum(c * (layer.weight**2).sum() / 2 for c, layer in zip(coeffs, model.layers))
+    torch.testing.assert_close(model.weight_decay_loss(coeffs), expected)
+    with pytest.raises(ValueError, match="one per layer"):
+        model.weight_decay_loss([0.1])
+
+
+def _linear_data(n=600, obs_dim=3, act_dim=1):
+    obs, act = torch.randn(n, obs_dim), torch.randn(n, act_dim)
+    next_obs = obs + 0.1 * act + 0.01 * torch.randn(n, obs_dim)
+    reward = obs.sum(-1)
+    return DynamicsModule.make_dataset(obs, act, reward, next_obs)
+
+
+def test_fit_restores_each_members_best_holdout_weights_and_picks_elites(monkeypatch):
+    torch.manual_seed(0)
+    module = DynamicsModule(3, 1, ensemble_size=4, num_elites=2, hidden_size=32, num_hidden_layers=2,
+                            weight_decay=[0.0, 0.0, 0.0], lr=3e-2, batch_size=32, patience=3)
+    inputs, targets = _linear_data()
+    seen = []
+    original = DynamicsModule.holdout_mse
+
+    def spy(self, x, y):
+        mse = original(self, x, y)
+        seen.append(mse.clone())
+        return mse
+
+    monkeypatch.setattr(DynamicsModule, "holdout_mse", spy)
+    stats = module.fit_ensemble(inputs, targets)
+    per_epoch, final = torch.stack(seen[:-1]), seen[-1]
+    assert stats["epochs"] == len(per_epoch)
+    # Replay the 1% rule: each member's restored weights must give the MSE of its last improving epoch.
+    best = torch.full((4,), float("inf"))
+    for mse in per_epoch:
+        improved = best.isinf() | ((best - mse) / best > 0.01)
+        best = torch.where(improved, mse, best)
+    torch.testing.assert_close(final, best)
+    # The run must have had epochs worse than the restored best (otherwise this test checks nothing).
+    assert (per_epoch[-1] > best * 1.0001).any()
+    assert set(module.elites.tolist()) == set(final.argsort()[:2].tolist())
+
+
+def test_fit_learns_the_dynamics_and_warm_starts():
+    torch.manual_seed(1)
+    module = DynamicsModule(3, 1, ensemble_size=3, num_elites=2, hidden_size=64, num_hidden_layers=2,
+                            weight_decay=[0.0, 0.0, 0.0])
+    inputs, targets = _linear_data(2000)
+    first = module.fit_ensemble(inputs, targets)
+    assert first["holdout_mse"].max() < 0.05 * targets.var(0).mean()
+    weights = module.model.head.weight.detach().clone()
+    second = module.fit_ensemble(inputs, targets)
+    # Warm start: the second call begins from trained weights, so it finishes at least as well.
+    assert second["holdout_mse"].min() <= first["holdout_mse"].min() * 1.5
+    assert not torch.equal(weights, module.model.head.weight)
+
+
+def test_holdout_is_capped():
+    module = DynamicsModule(3, 1, ensemble_size=2, num_elites=1, hidden_size=8, num_hidden_layers=1,
+                            weight_decay=[0.0, 0.0], max_holdout=50, max_epochs_per_train=1)
+    stats = module.fit_ensemble(*_linear_data(1000))
+    assert stats["num_holdout"] == 50 and stats["num_train"] == 950
+
+
+def test_bad_dynamics_settings_are_refused():
+    with pytest.raises(ValueError, match="num_elites"):
+        DynamicsModule(3, 1, ensemble_size=3, num_elites=5)
+    with pytest.raises(ValueError, match="weight_decay needs 5"):
+        DynamicsModule(3, 1, weight_decay=[1e-4])
