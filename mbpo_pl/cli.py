@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from lightning.pytorch.cli import LightningCLI
 
@@ -32,6 +34,8 @@ class MBPOCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None, run: bool = True) -> MBPOCLI:
+    # Our train loader is a sized IterableDataset on purpose (no prefetch, see MBPODataModule); single-process.
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     return MBPOCLI(
         MBPO,
         MBPODataModule,

@@ -47,7 +47,8 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode:
         env.close()
         raise ValueError(f"{env_id!r} has unbounded actions {env.action_space}; a tanh policy needs finite bounds.")
     if not (np.all(low == -1.0) and np.all(high == 1.0)):
-        env = gym.wrappers.RescaleAction(env, min_action=-1.0, max_action=1.0)
+        ones = np.ones(env.action_space.shape, dtype=env.action_space.dtype)
+        env = gym.wrappers.RescaleAction(env, min_action=-ones, max_action=ones)
     return env
 
 

@@ -80,9 +80,11 @@ class SACModule(LightningModule):
         backward(self, critic_loss)
         critic_opt.step()
 
-        # Actor: maximise min-Q minus the entropy cost. Critic grads from this pass are discarded (zeroed above).
+        # Actor: maximise min-Q minus the entropy cost. The critic is frozen for this pass (no wasted weight grads).
         new_action, log_prob = self.actor(obs)
+        self.critic.requires_grad_(False)
         actor_loss = (alpha * log_prob - self.critic(obs, new_action).min(dim=0).values).mean()
+        self.critic.requires_grad_(True)
         actor_opt.zero_grad(set_to_none=True)
         backward(self, actor_loss)
         actor_opt.step()

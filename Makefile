@@ -1,0 +1,31 @@
+# Set-up is part of every target: a fresh clone needs only `make train` or `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= conf/inverted_pendulum.yaml
+
+.PHONY: install train test test-slow lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: the local CPU build (an unpinned torch would pull a multi-GB CUDA build).
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+train: install
+	$(PY) -m mbpo_pl fit --config $(CONFIG)
+
+test: install
+	$(PY) -m pytest -m "not slow" tests
+
+test-slow: install
+	$(PY) -m pytest -m slow tests
+
+lint: install
+	$(PY) -m ruff check mbpo_pl callbacks tests benchmarks
+
+clean:
+	rm -rf $(VENV) logs
