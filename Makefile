@@ -2,6 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= conf/inverted_pendulum.yaml
+# Real env steps for `make train` (the quickstart default is short); STEPS= (empty) keeps the config's own budget.
+STEPS ?= 5000
+TRAIN_ARGS := $(if $(STEPS),--trainer.callbacks.init_args.total_env_steps $(STEPS))
 
 .PHONY: install train test test-slow lint clean
 
@@ -16,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 train: install
-	$(PY) -m mbpo_pl fit --config $(CONFIG)
+	$(PY) -m mbpo_pl fit --config $(CONFIG) $(TRAIN_ARGS)
 
 test: install
 	$(PY) -m pytest -m "not slow" tests

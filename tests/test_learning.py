@@ -1,0 +1,44 @@
+"""Learning tests: MBPO must actually learn, measured by deterministic evaluation return."""
+
+from pathlib import Path
+
+import pytest
+
+from callbacks import Evaluation
+from mbpo_pl.cli import main
+
+CONF = str(Path(__file__).parents[1] / "conf" / "inverted_pendulum.yaml")
+
+
+def _fit(logdir, total_env_steps, seed, extra=()):
+    cli = main(
+        [
+            "fit", "--config", CONF, "--seed_everything", str(seed),
+            "--trainer.logger.init_args.save_dir", str(logdir),
+            "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_checkpointing", "false",
+            "--trainer.callbacks.init_args.total_env_steps", str(total_env_steps),
+            *extra,
+        ]
+    )
+    return next(c for c in cli.trainer.callbacks if isinstance(c, Evaluation)).history
+
+
+def test_mbpo_learns_inverted_pendulum_quickly(logdir):
+    """The paper's InvertedPendulum settings for 3,000 env steps.
+
+    Early evaluations score below 250; with this config seeds 0, 1 and 2 all reached the maximum (1000) at
+    2,250 env steps. Solving it (>= 900) at one of the last four evaluations is the signal asserted here.
+    """
+    history = _fit(logdir, 3000, seed=0)
+    returns = [r for _, r in history]
+    assert history[0][0] == 750  # first evaluation after the 500 random steps and one epoch
+    assert returns[0] < 250
+    assert max(returns[-4:]) >= 900, history
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mbpo_solves_inverted_pendulum_within_6000_steps(logdir, seed):
+    history = _fit(logdir, 6000, seed=seed)
+    assert max(r for _, r in history) >= 950, history
