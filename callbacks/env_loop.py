@@ -76,7 +76,9 @@ class MBPOLoop(Callback):
             if value < 1:
                 raise ValueError(f"MBPOLoop.{name}={value} must be >= 1.")
         if not 0 <= init_random_steps < total_env_steps:
-            raise ValueError(f"init_random_steps={init_random_steps} must be in [0, total_env_steps={total_env_steps}).")
+            raise ValueError(
+                f"init_random_steps={init_random_steps} must be in [0, total_env_steps={total_env_steps})."
+            )
         self.total_env_steps = total_env_steps
         self.init_random_steps = init_random_steps
         self.rollout_batch_size = rollout_batch_size
@@ -109,6 +111,15 @@ class MBPOLoop(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if getattr(self, "env", None) is not None:
             self.env.close()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.env_steps > 0 and len(trainer.datamodule.real_buffer) == 0:
+            raise RuntimeError(
+                f"This checkpoint was taken after {self.env_steps} env steps, but it does not hold the replay "
+                "buffers (this version checkpoints networks, optimizers and counters only), so training cannot "
+                "continue as if never stopped. Start a new run, or load the weights into one with "
+                "`MBPO.load_state_dict(torch.load(path)['state_dict'])`."
+            )
 
     # ------------------------------------------------------------------ env
     def _env_step(self, trainer: Trainer, pl_module: MBPO, random: bool) -> None:

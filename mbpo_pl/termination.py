@@ -55,11 +55,7 @@ def hopper(next_obs: Tensor) -> Tensor:
     # boolean here (a known bug); this is the corrected form.
     z, angle = next_obs[:, 0], next_obs[:, 1]
     healthy = (
-        _all_finite(next_obs)
-        & (next_obs[:, 1:].abs() < 100).all(dim=-1)
-        & (z > 0.7)
-        & (angle > -0.2)
-        & (angle < 0.2)
+        _all_finite(next_obs) & (next_obs[:, 1:].abs() < 100).all(dim=-1) & (z > 0.7) & (angle > -0.2) & (angle < 0.2)
     )
     return ~healthy
 

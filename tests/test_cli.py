@@ -12,8 +12,13 @@ CONFIGS = sorted(Path(__file__).parents[1].joinpath("conf").glob("*.yaml"))
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
 
 EXPECTED_DIMS = {
-    "hopper": (11, 3), "walker2d": (17, 6), "halfcheetah": (17, 6), "ant": (27, 8), "humanoid": (45, 17),
-    "inverted_pendulum": (4, 1), "inverted_double_pendulum": (9, 1),
+    "hopper": (11, 3),
+    "walker2d": (17, 6),
+    "halfcheetah": (17, 6),
+    "ant": (27, 8),
+    "humanoid": (45, 17),
+    "inverted_pendulum": (4, 1),
+    "inverted_double_pendulum": (9, 1),
 }
 
 
@@ -47,8 +52,16 @@ def test_tiny_fit_runs_end_to_end_and_logs(logdir):
     acc = EventAccumulator(str(events[0].parent))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    for tag in ("eval/return", "train/critic_loss", "train/alpha", "dynamics/holdout_mse/0", "rollout/length",
-                "rollout/model_buffer_size", "time/env_steps_per_s", "time/sac_updates_per_s"):
+    for tag in (
+        "eval/return",
+        "train/critic_loss",
+        "train/alpha",
+        "dynamics/holdout_mse/0",
+        "rollout/length",
+        "rollout/model_buffer_size",
+        "time/env_steps_per_s",
+        "time/sac_updates_per_s",
+    ):
         assert tag in tags, tag
     assert acc.Scalars("eval/return")[-1].step == 300  # x-axis is env steps
 
@@ -79,3 +92,26 @@ def test_print_config_works(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "env_id: InvertedPendulum-v5" in out and "MBPOLoop" in out
+
+
+def test_multi_process_is_refused_until_supported(logdir):
+    with pytest.raises(NotImplementedError, match="devices 1"):
+        main(["fit", "--config", TINY, "--trainer.strategy", "ddp", "--trainer.devices", "2"])
+
+
+def test_resuming_without_buffers_is_refused(logdir):
+    cli = main(["fit", "--config", TINY, "--trainer.enable_checkpointing", "true"])
+    checkpoint = next(Path(logdir).rglob("*.ckpt"))
+    with pytest.raises(RuntimeError, match="does not hold the replay buffers"):
+        main(
+            [
+                "fit",
+                "--config",
+                TINY,
+                "--ckpt_path",
+                str(checkpoint),
+                "--trainer.callbacks.init_args.total_env_steps",
+                "400",
+            ]
+        )
+    del cli

@@ -7,14 +7,21 @@ from mbpo_pl.rollout import make_transitions
 
 def _transitions(n, reward_value, start=0):
     obs = torch.arange(start, start + n, dtype=torch.float32).unsqueeze(-1).expand(n, 4).clone()
-    return make_transitions(obs, torch.zeros(n, 1), torch.full((n,), reward_value), obs + 1,
-                            torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool))
+    return make_transitions(
+        obs,
+        torch.zeros(n, 1),
+        torch.full((n,), reward_value),
+        obs + 1,
+        torch.zeros(n, dtype=torch.bool),
+        torch.zeros(n, dtype=torch.bool),
+    )
 
 
 @pytest.fixture
 def datamodule():
-    dm = MBPODataModule("InvertedPendulum-v5", updates_per_step=3, batch_size=40, real_ratio=0.05,
-                        real_buffer_size=1000)
+    dm = MBPODataModule(
+        "InvertedPendulum-v5", updates_per_step=3, batch_size=40, real_ratio=0.05, real_buffer_size=1000
+    )
     dm.setup("fit")
     return dm
 

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.nets.ensemble import EnsembleLinear, GaussianEnsemble, gaussian_nll, soft_clamp_logvar
@@ -76,8 +75,18 @@ def _linear_data(n=600, obs_dim=3, act_dim=1):
 
 def test_fit_restores_each_members_best_holdout_weights_and_picks_elites(monkeypatch):
     torch.manual_seed(0)
-    module = DynamicsModule(3, 1, ensemble_size=4, num_elites=2, hidden_size=32, num_hidden_layers=2,
-                            weight_decay=[0.0, 0.0, 0.0], lr=3e-2, batch_size=32, patience=3)
+    module = DynamicsModule(
+        3,
+        1,
+        ensemble_size=4,
+        num_elites=2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        weight_decay=[0.0, 0.0, 0.0],
+        lr=3e-2,
+        batch_size=32,
+        patience=3,
+    )
     inputs, targets = _linear_data()
     seen = []
     original = DynamicsModule.holdout_mse
@@ -104,8 +113,9 @@ def test_fit_restores_each_members_best_holdout_weights_and_picks_elites(monkeyp
 
 def test_fit_learns_the_dynamics_and_warm_starts():
     torch.manual_seed(1)
-    module = DynamicsModule(3, 1, ensemble_size=3, num_elites=2, hidden_size=64, num_hidden_layers=2,
-                            weight_decay=[0.0, 0.0, 0.0])
+    module = DynamicsModule(
+        3, 1, ensemble_size=3, num_elites=2, hidden_size=64, num_hidden_layers=2, weight_decay=[0.0, 0.0, 0.0]
+    )
     inputs, targets = _linear_data(2000)
     first = module.fit_ensemble(inputs, targets)
     assert first["holdout_mse"].max() < 0.05 * targets.var(0).mean()
@@ -117,8 +127,17 @@ def test_fit_learns_the_dynamics_and_warm_starts():
 
 
 def test_holdout_is_capped():
-    module = DynamicsModule(3, 1, ensemble_size=2, num_elites=1, hidden_size=8, num_hidden_layers=1,
-                            weight_decay=[0.0, 0.0], max_holdout=50, max_epochs_per_train=1)
+    module = DynamicsModule(
+        3,
+        1,
+        ensemble_size=2,
+        num_elites=1,
+        hidden_size=8,
+        num_hidden_layers=1,
+        weight_decay=[0.0, 0.0],
+        max_holdout=50,
+        max_epochs_per_train=1,
+    )
     stats = module.fit_ensemble(*_linear_data(1000))
     assert stats["num_holdout"] == 50 and stats["num_train"] == 950
 

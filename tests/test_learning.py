@@ -13,11 +13,19 @@ CONF = str(Path(__file__).parents[1] / "conf" / "inverted_pendulum.yaml")
 def _fit(logdir, total_env_steps, seed, extra=()):
     cli = main(
         [
-            "fit", "--config", CONF, "--seed_everything", str(seed),
-            "--trainer.logger.init_args.save_dir", str(logdir),
-            "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_checkpointing", "false",
-            "--trainer.callbacks.init_args.total_env_steps", str(total_env_steps),
+            "fit",
+            "--config",
+            CONF,
+            "--seed_everything",
+            str(seed),
+            "--trainer.logger.init_args.save_dir",
+            str(logdir),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_checkpointing",
+            "false",
+            "--trainer.callbacks.init_args.total_env_steps",
+            str(total_env_steps),
             *extra,
         ]
     )
