@@ -94,6 +94,7 @@ class MBPOLoop(Callback):
         self._episode_length = 0
         self._obs: np.ndarray | None = None
         self._timers: dict[str, float] = {}
+        self.env_steps_per_s: float | None = None  # of the last epoch, for the progress bar
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -241,10 +242,11 @@ class MBPOLoop(Callback):
         elapsed = time.perf_counter() - self._epoch_start
         other = sum(self._timers.values())
         sac_seconds = max(elapsed - other, 1e-9)
+        self.env_steps_per_s = data.model_train_freq / elapsed
         metrics: dict[str, Any] = dict(pl_module.pop_sac_stats())
         metrics.update(
             {
-                "time/env_steps_per_s": data.model_train_freq / elapsed,
+                "time/env_steps_per_s": self.env_steps_per_s,
                 "time/sac_updates_per_s": data.model_train_freq * data.updates_per_step / sac_seconds,
                 "time/epoch_s": elapsed,
                 "time/sac_s": sac_seconds,

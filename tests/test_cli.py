@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from callbacks import Evaluation, MBPOLoop
+from callbacks import Evaluation, MBPOLoop, MBPOProgressBar
 from mbpo_pl.cli import main
 
 CONFIGS = sorted(Path(__file__).parents[1].joinpath("conf").glob("*.yaml"))
@@ -64,6 +64,10 @@ def test_tiny_fit_runs_end_to_end_and_logs(logdir):
     ):
         assert tag in tags, tag
     assert acc.Scalars("eval/return")[-1].step == 300  # x-axis is env steps
+    shown = MBPOProgressBar().get_metrics(cli.trainer, cli.model)
+    assert shown["env_steps"] == "300/300"
+    assert shown["eval"] == f"{evaluation.last_return:.1f}"
+    assert float(shown["steps/s"]) > 0
 
 
 def test_same_seed_gives_the_same_run(logdir):
