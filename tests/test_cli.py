@@ -119,3 +119,19 @@ def test_resuming_without_buffers_is_refused(logdir):
             ]
         )
     del cli
+
+
+def test_plot_and_report_commands(logdir, tmp_path, capsys):
+    from mbpo_pl.plot import main as plot_main
+    from mbpo_pl.report import main as report_main
+
+    main(["fit", "--config", TINY])
+    run_dir = next(Path(logdir).rglob("events.out.tfevents.*")).parent
+    output = tmp_path / "curve.png"
+    plot_main([str(run_dir), "-o", str(output)])
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 5000
+    report_main([str(run_dir), "--block", "100"])
+    out = capsys.readouterr().out
+    assert "eval/return" in out and "wall seconds per 1000 env steps" in out
+    with pytest.raises(SystemExit, match="no eval/return"):
+        plot_main([str(tmp_path), "-o", str(output)])
