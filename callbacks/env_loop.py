@@ -12,6 +12,12 @@ Schedule (MBPO Alg. 2 with the official code's interleaving), counted in real en
   ``G`` SAC updates follows exactly one env step.
 
 Training stops after ``total_env_steps`` env steps (the Trainer's ``max_epochs`` is derived from it).
+
+Under DDP (``--trainer.strategy ddp --trainer.devices N``) every rank steps its own env copy (seed offset by
+``1000 * rank``) into its own real buffer and makes its own rollouts; ``env_steps`` and every schedule count
+*global* env steps (N per local step), so ``total_env_steps``, ``init_random_steps``, the rollout schedule and
+the evaluation period mean the same as in one process. Each rank trains the model every ``model_train_freq`` of
+its own steps, i.e. every ``N * model_train_freq`` global steps.
 """
 
 from __future__ import annotations
@@ -106,8 +112,9 @@ class MBPOLoop(Callback):
         self.env_seed = data.seed + 1000 * trainer.global_rank
         self.env.action_space.seed(self.env_seed)
         self._obs = None
+        self.world_size = trainer.world_size
         steps_after_init = self.total_env_steps - self.init_random_steps
-        trainer.fit_loop.max_epochs = math.ceil(steps_after_init / data.model_train_freq)
+        trainer.fit_loop.max_epochs = math.ceil(steps_after_init / (data.model_train_freq * self.world_size))
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if getattr(self, "env", None) is not None:
@@ -144,7 +151,7 @@ class MBPOLoop(Callback):
                 torch.tensor([truncated], device=pl_module.device),
             )
         )
-        self.env_steps += 1
+        self.env_steps += self.world_size  # global count: every rank takes one step at the same time
         self._episode_return += float(reward)
         self._episode_length += 1
         # A time-limit truncation ends the episode but is stored with terminated=False (SAC bootstraps through it).
@@ -177,12 +184,12 @@ class MBPOLoop(Callback):
         start = time.perf_counter()
         schedule_epoch = max(self.env_steps - self.init_random_steps, 0) // self.epoch_length
         self.rollout_length = rollout_length(schedule_epoch, *self.rollout_schedule)
+        # Rollout batches made per schedule epoch on this rank, times k, times the epochs to retain.
         capacity = (
             self.retain_epochs
             * self.rollout_length
             * self.rollout_batch_size
-            * self.epoch_length
-            // data.model_train_freq
+            * max(self.epoch_length // (data.model_train_freq * self.world_size), 1)
         )
         data.resize_model_buffer(capacity)
         start_obs = data.real_buffer.sample(self.rollout_batch_size)["observation"]
@@ -242,12 +249,12 @@ class MBPOLoop(Callback):
         elapsed = time.perf_counter() - self._epoch_start
         other = sum(self._timers.values())
         sac_seconds = max(elapsed - other, 1e-9)
-        self.env_steps_per_s = data.model_train_freq / elapsed
+        self.env_steps_per_s = data.model_train_freq * self.world_size / elapsed
         metrics: dict[str, Any] = dict(pl_module.pop_sac_stats())
         metrics.update(
             {
                 "time/env_steps_per_s": self.env_steps_per_s,
-                "time/sac_updates_per_s": data.model_train_freq * data.updates_per_step / sac_seconds,
+                "time/sac_updates_per_s": data.model_train_freq * data.updates_per_step / sac_seconds,  # per rank
                 "time/epoch_s": elapsed,
                 "time/sac_s": sac_seconds,
                 **{f"time/{key}_s": value for key, value in self._timers.items()},

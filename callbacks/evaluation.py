@@ -16,6 +16,8 @@ from mbpo_pl.envs import make_env
 class Evaluation(Callback):
     """Runs ``num_episodes`` episodes with the mean action every ``every_n_env_steps`` real env steps (rank 0).
 
+    Evaluation happens after the SAC updates that follow the env step reaching each multiple of the period.
+
     Args:
         every_n_env_steps: evaluation period in real env steps.
         num_episodes: episodes per evaluation.
@@ -63,9 +65,9 @@ class Evaluation(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loop = find_loop(trainer)
-        if loop.env_steps % self.every_n_env_steps != 0 or not trainer.is_global_zero:
-            return
-        if self.history and self.history[-1][0] == loop.env_steps:
+        last = self.history[-1][0] if self.history else 0
+        # Evaluate once each time the (global) env-step count crosses a multiple of the period.
+        if loop.env_steps // self.every_n_env_steps == last // self.every_n_env_steps or not trainer.is_global_zero:
             return
         start = time.perf_counter()
         returns, lengths = self.evaluate(pl_module)

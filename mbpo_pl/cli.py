@@ -32,14 +32,6 @@ class MBPOCLI(LightningCLI):
                 raise ValueError(f"--torch_threads={threads} must be >= 1")
             torch.set_num_threads(threads)
 
-    def before_fit(self) -> None:
-        processes = self.trainer.num_devices * self.trainer.num_nodes
-        if processes > 1:
-            raise NotImplementedError(
-                f"mbpo_pl runs in one process for now (asked for {processes}): the per-rank env loop and gradient "
-                "averaging across ranks are not implemented yet. Use --trainer.devices 1."
-            )
-
 
 def main(args: list[str] | None = None, run: bool = True) -> MBPOCLI:
     # Our train loader is a sized IterableDataset on purpose (no prefetch, see MBPODataModule); single-process.

@@ -7,7 +7,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from mbpo_pl.nets.ensemble import GaussianEnsemble, gaussian_nll
-from mbpo_pl.utils import backward, own_optimizers
+from mbpo_pl.utils import all_mean, average_gradients, backward, is_distributed, own_optimizers
 
 # Official MBPO per-layer L2 coefficients for the 4 hidden layers + output layer.
 DEFAULT_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
@@ -114,6 +114,10 @@ class DynamicsModule(LightningModule):
     def fit_ensemble(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """Train on ``inputs [N, O+A]``, ``targets [N, 1+O]``; returns statistics (``holdout_mse [E]`` etc.)."""
         (optimizer,) = own_optimizers(self)
+        if is_distributed(self):
+            sizes = self.trainer.strategy.all_gather(torch.tensor(inputs.shape[0], device=inputs.device))
+            if sizes.min() != sizes.max():
+                raise RuntimeError(f"every rank must train on as many transitions; got {sizes.tolist()}")
         ensemble_size = self.model.ensemble_size
         num_total = inputs.shape[0]
         device = inputs.device
@@ -124,7 +128,7 @@ class DynamicsModule(LightningModule):
         holdout_in, holdout_tg = inputs[permutation[:num_holdout]], targets[permutation[:num_holdout]]
         train_in, train_tg = inputs[permutation[num_holdout:]], targets[permutation[num_holdout:]]
         num_train = train_in.shape[0]
-        self.model.normalizer.fit(train_in)
+        self.model.normalizer.fit(train_in, average=lambda t: all_mean(self, t))
 
         bootstrap = torch.randint(num_train, (ensemble_size, num_train), device=device)  # [E, N_train]
         best_mse = torch.full((ensemble_size,), float("inf"), device=device)
@@ -139,11 +143,13 @@ class DynamicsModule(LightningModule):
                 total, _ = self.loss(train_in[idx], train_tg[idx])
                 optimizer.zero_grad(set_to_none=True)
                 backward(self, total)
+                average_gradients(self, optimizer)
                 optimizer.step()
                 loss_sum += total.detach()
                 num_batches_total += 1
             epoch += 1
-            mse = self.holdout_mse(holdout_in, holdout_tg)
+            # Averaged over ranks (each holds out its own data), so every rank takes the same stopping decision.
+            mse = all_mean(self, self.holdout_mse(holdout_in, holdout_tg))
             improved = torch.isinf(best_mse) | ((best_mse - mse) / best_mse > self.improvement_threshold)
             best_mse = torch.where(improved, mse, best_mse)
             with torch.no_grad():
@@ -159,7 +165,7 @@ class DynamicsModule(LightningModule):
         with torch.no_grad():
             for best, param in zip(best_params, self._member_tensors()):
                 param.copy_(best)
-        mse = self.holdout_mse(holdout_in, holdout_tg)
+        mse = all_mean(self, self.holdout_mse(holdout_in, holdout_tg))
         self.elites.copy_(mse.argsort()[: self.num_elites])
         return {
             "holdout_mse": mse,

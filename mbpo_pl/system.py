@@ -37,13 +37,6 @@ class MBPO(LightningModule):
         self._sac_stat_sums: dict[str, Tensor] = {}
         self._sac_stat_count = 0
 
-    def setup(self, stage: str) -> None:
-        if self.trainer.world_size > 1:
-            raise NotImplementedError(
-                f"mbpo_pl runs in one process for now (got world_size={self.trainer.world_size}): the per-rank env "
-                "loop and gradient averaging across ranks are not implemented yet. Use --trainer.devices 1."
-            )
-
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [*self.sac.configure_optimizers(), self.dynamics.configure_optimizers()]
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.strategies import ParallelStrategy
 from torch import Tensor
 
 
@@ -33,11 +36,44 @@ def own_optimizers(module: LightningModule) -> list:
 
 
 def backward(module: LightningModule, loss: Tensor) -> None:
-    """``manual_backward`` under a Trainer (precision, strategy), plain ``backward`` when detached."""
+    """``manual_backward`` under a Trainer (precision, strategy), plain ``backward`` when detached.
+
+    Under DDP the backward runs inside the strategy's ``block_backward_sync`` (``DDP.no_sync``): one training step
+    runs many backward passes, each touching only some parameters, which DDP's reducer does not support, so
+    gradients are averaged explicitly before each optimizer step instead (:func:`average_gradients`).
+    """
     if module._trainer is None:
         loss.backward()
-    else:
+        return
+    strategy = module.trainer.strategy
+    block = strategy.block_backward_sync() if isinstance(strategy, ParallelStrategy) else nullcontext()
+    with block:
         module.manual_backward(loss)
+
+
+def is_distributed(module: LightningModule) -> bool:
+    return module._trainer is not None and module.trainer.world_size > 1
+
+
+def all_mean(module: LightningModule, tensor: Tensor) -> Tensor:
+    """Mean of ``tensor`` over all processes through the Trainer's strategy (identity in one process)."""
+    if not is_distributed(module):
+        return tensor
+    return module.trainer.strategy.reduce(tensor.clone(), reduce_op="mean")
+
+
+def average_gradients(module: LightningModule, optimizer) -> None:  # noqa: ANN001 (torch or Lightning optimizer)
+    """Average the gradients of ``optimizer``'s parameters over all processes, in one flat all-reduce.
+
+    Under DDP every rank trains on its own data; averaging before each ``step`` keeps parameters identical.
+    Explicit instead of DDP's backward hooks: see :func:`backward`.
+    """
+    if not is_distributed(module):
+        return
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    flat = module.trainer.strategy.reduce(torch._utils._flatten_dense_tensors(grads), reduce_op="mean")
+    for grad, averaged in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+        grad.copy_(averaged)
 
 
 def seeded_generator(seed: int, device: torch.device) -> torch.Generator:

@@ -98,11 +98,6 @@ def test_print_config_works(capsys):
     assert "env_id: InvertedPendulum-v5" in out and "MBPOLoop" in out
 
 
-def test_multi_process_is_refused_until_supported(logdir):
-    with pytest.raises(NotImplementedError, match="devices 1"):
-        main(["fit", "--config", TINY, "--trainer.strategy", "ddp", "--trainer.devices", "2"])
-
-
 def test_resuming_without_buffers_is_refused(logdir):
     cli = main(["fit", "--config", TINY, "--trainer.enable_checkpointing", "true"])
     checkpoint = next(Path(logdir).rglob("*.ckpt"))

@@ -7,6 +7,7 @@ Shape notation: ``E`` ensemble members, ``B`` batch, ``D`` features. Every membe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,10 +55,17 @@ class InputNormalizer(nn.Module):
         self.register_buffer("std", torch.ones(size))
 
     @torch.no_grad()
-    def fit(self, data: Tensor) -> None:
-        """Refit on ``data`` ``[N, D]``; a feature with (near) zero spread keeps std 1 (as the official scaler)."""
-        self.mean.copy_(data.mean(0))
-        std = data.std(0, unbiased=False)
+    def fit(self, data: Tensor, average: Callable[[Tensor], Tensor] | None = None) -> None:
+        """Refit on ``data`` ``[N, D]``; a feature with (near) zero spread keeps std 1 (as the official scaler).
+
+        ``average`` combines per-process moments (equal ``N`` on every process) into global ones under DDP.
+        """
+        moments = torch.stack([data.mean(0), data.square().mean(0)])
+        if average is not None:
+            moments = average(moments)
+        mean, mean_square = moments
+        std = (mean_square - mean.square()).clamp_min(0).sqrt()
+        self.mean.copy_(mean)
         self.std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
 
     def forward(self, data: Tensor) -> Tensor:
