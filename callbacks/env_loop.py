@@ -101,6 +101,7 @@ class MBPOLoop(Callback):
         self._obs: np.ndarray | None = None
         self._timers: dict[str, float] = {}
         self.env_steps_per_s: float | None = None  # of the last epoch, for the progress bar
+        self.world_size = 1  # set from the Trainer in setup()
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

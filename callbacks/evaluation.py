@@ -65,9 +65,10 @@ class Evaluation(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loop = find_loop(trainer)
-        last = self.history[-1][0] if self.history else 0
-        # Evaluate once each time the (global) env-step count crosses a multiple of the period.
-        if loop.env_steps // self.every_n_env_steps == last // self.every_n_env_steps or not trainer.is_global_zero:
+        # The global count advances by world_size per step: evaluate at the step that reaches a multiple.
+        if loop.env_steps % self.every_n_env_steps >= loop.world_size or not trainer.is_global_zero:
+            return
+        if self.history and self.history[-1][0] == loop.env_steps:
             return
         start = time.perf_counter()
         returns, lengths = self.evaluate(pl_module)
