@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import torch
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.system import MBPO
+
+
+def flatten(tree: object, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}, "c": [2]} -> {"a.b": 1, "c.0": 2}`` (for loggers' flat hyperparameter tables)."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = ((str(i), v) for i, v in enumerate(tree))
+    else:
+        return {prefix: tree}
+    flat: dict[str, object] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+class LogConfigCallback(SaveConfigCallback):
+    """Saves ``config.yaml`` beside the logs (as LightningCLI does) and logs the resolved config once, as
+    hyperparameters, to every logger (TensorBoard, W&B, ...), on rank 0."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = self.parser.dump(self.config, skip_none=False, format="json")
+        hparams = {k: v for k, v in flatten(json.loads(config)).items() if v is not None}
+        for logger in trainer.loggers:
+            logger.log_hyperparams(hparams)
 
 
 class MBPOCLI(LightningCLI):
@@ -42,5 +69,6 @@ def main(args: list[str] | None = None, run: bool = True) -> MBPOCLI:
         args=args,
         run=run,
         parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_callback=LogConfigCallback,
         save_config_kwargs={"overwrite": True},
     )
