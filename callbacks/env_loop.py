@@ -100,6 +100,7 @@ class MBPOLoop(Callback):
         self._episode_length = 0
         self._obs: np.ndarray | None = None
         self._timers: dict[str, float] = {}
+        self._pending_restore: dict[str, Any] | None = None
         self.env_steps_per_s: float | None = None  # of the last epoch, for the progress bar
         self.world_size = 1  # set from the Trainer in setup()
 
@@ -120,15 +121,6 @@ class MBPOLoop(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if getattr(self, "env", None) is not None:
             self.env.close()
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.env_steps > 0 and len(trainer.datamodule.real_buffer) == 0:
-            raise RuntimeError(
-                f"This checkpoint was taken after {self.env_steps} env steps, but it does not hold the replay "
-                "buffers (this version checkpoints networks, optimizers and counters only), so training cannot "
-                "continue as if never stopped. Start a new run, or load the weights into one with "
-                "`MBPO.load_state_dict(torch.load(path)['state_dict'])`."
-            )
 
     # ------------------------------------------------------------------ env
     def _env_step(self, trainer: Trainer, pl_module: MBPO, random: bool) -> None:
@@ -267,12 +259,57 @@ class MBPOLoop(Callback):
             trainer.should_stop = True
 
     # ------------------------------------------------------------------ checkpoint
+    def _env_state(self) -> dict[str, Any]:
+        """The in-progress real episode: MuJoCo's full integration state, the time-limit counter and the RNGs."""
+        if self._obs is None:
+            return {}
+        base = self.env.unwrapped
+        state: dict[str, Any] = {
+            "obs": torch.as_tensor(self._obs),
+            "elapsed_steps": self.env.get_wrapper_attr("_elapsed_steps"),
+            "np_random": base.np_random.bit_generator.state,
+            "episode_return": self._episode_return,
+            "episode_length": self._episode_length,
+        }
+        if hasattr(base, "model") and hasattr(base, "data"):  # a MuJoCo env
+            import mujoco
+
+            spec = mujoco.mjtState.mjSTATE_INTEGRATION
+            physics = np.empty(mujoco.mj_stateSize(base.model, spec))
+            mujoco.mj_getState(base.model, base.data, physics, spec)
+            state["mujoco_state"] = torch.from_numpy(physics)
+        return state
+
+    def _restore_env_state(self, state: dict[str, Any]) -> None:
+        """Continue the saved episode exactly (MuJoCo envs); other envs restart the episode with a fresh reset."""
+        self._obs = None
+        if not state or "mujoco_state" not in state:
+            return
+        import mujoco
+
+        self.env.reset()  # arms the wrappers; everything it changed is overwritten below
+        base = self.env.unwrapped
+        mujoco.mj_setState(base.model, base.data, state["mujoco_state"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(base.model, base.data)
+        self.env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
+        base.np_random.bit_generator.state = state["np_random"]
+        self._obs = state["obs"].numpy()
+        self._episode_return = state["episode_return"]
+        self._episode_length = state["episode_length"]
+
     def state_dict(self) -> dict[str, Any]:
+        """Counters, the in-progress episode and the RNG streams the loop draws from (global torch RNG for
+        policy sampling and rollouts, the action space's RNG for random steps)."""
         return {
             "env_steps": self.env_steps,
             "episodes": self.episodes,
             "model_trainings": self.model_trainings,
             "rollout_length": self.rollout_length,
+            "world_size": self.world_size,
+            "env": self._env_state(),
+            "action_space_rng": self.env.action_space.np_random.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -280,3 +317,26 @@ class MBPOLoop(Callback):
         self.episodes = state_dict["episodes"]
         self.model_trainings = state_dict["model_trainings"]
         self.rollout_length = state_dict["rollout_length"]
+        self._pending_restore = state_dict
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pending = getattr(self, "_pending_restore", None)
+        if pending is None:
+            return
+        self._pending_restore = None
+        if pending["world_size"] != self.world_size:
+            raise ValueError(
+                f"This checkpoint was written by a run with {pending['world_size']} processes; resume it with the "
+                f"same number (--trainer.devices/--trainer.num_nodes), not {self.world_size}."
+            )
+        if len(trainer.datamodule.real_buffer) == 0:
+            raise RuntimeError(
+                f"This checkpoint was taken after {self.env_steps} env steps but holds no replay buffer, so "
+                "training cannot continue as if never stopped. Start a new run instead."
+            )
+        # Restored here, after the Trainer's own set-up, so nothing draws from these streams in between.
+        self._restore_env_state(pending["env"] if trainer.global_rank == 0 else {})
+        self.env.action_space.np_random.bit_generator.state = pending["action_space_rng"]
+        torch.set_rng_state(pending["torch_rng"])
+        if pending["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(pending["cuda_rng"])

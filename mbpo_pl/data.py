@@ -26,11 +26,37 @@ from mbpo_pl.envs import env_dims
 from mbpo_pl.utils import seeded_generator
 
 
-def make_replay_buffer(capacity: int, device: torch.device, seed: int) -> TensorDictReplayBuffer:
-    """Uniform-sampling TorchRL buffer with storage on ``device`` and its own seeded generator."""
-    return TensorDictReplayBuffer(
-        storage=LazyTensorStorage(capacity, device=device), generator=seeded_generator(seed, device), batch_size=None
+def make_replay_buffer(
+    capacity: int, device: torch.device, seed: int
+) -> tuple[TensorDictReplayBuffer, torch.Generator]:
+    """Uniform-sampling TorchRL buffer with storage on ``device``, and its own seeded sampling generator."""
+    generator = seeded_generator(seed, device)
+    buffer = TensorDictReplayBuffer(
+        storage=LazyTensorStorage(capacity, device=device), generator=generator, batch_size=None
     )
+    return buffer, generator
+
+
+def buffer_state(buffer: TensorDictReplayBuffer, generator: torch.Generator) -> dict:
+    """The filled part of a buffer (in storage order), its writer position and its sampling RNG, as plain tensors."""
+    index = torch.arange(len(buffer), device=buffer.storage.device)
+    return {
+        "capacity": buffer.storage.max_size,
+        "data": buffer.storage[index].flatten_keys(".").to_dict() if len(buffer) else {},
+        "writer": buffer.writer.state_dict(),
+        "rng": generator.get_state(),
+    }
+
+
+def restore_buffer(state: dict, device: torch.device) -> tuple[TensorDictReplayBuffer, torch.Generator]:
+    """Rebuild a buffer saved by :func:`buffer_state`: same positions, writer cursor and sampling RNG."""
+    buffer, generator = make_replay_buffer(state["capacity"], device, seed=0)
+    if state["data"]:
+        data = TensorDict(state["data"]).unflatten_keys(".")
+        buffer.extend(data.auto_batch_size_(batch_dims=1).to(device))
+    buffer.writer.load_state_dict(state["writer"])
+    generator.set_state(state["rng"])
+    return buffer, generator
 
 
 def _as_is(batch: TensorDict) -> TensorDict:
@@ -98,6 +124,7 @@ class MBPODataModule(LightningDataModule):
         self.obs_dim, self.act_dim = env_dims(env_id, self.env_kwargs)  # also validates the env
         self.real_buffer: TensorDictReplayBuffer | None = None
         self.model_buffer: TensorDictReplayBuffer | None = None
+        self._generators: dict[str, torch.Generator] = {}
         self._device = torch.device("cpu")
         self._rank = 0
         self.seed = 0
@@ -109,7 +136,9 @@ class MBPODataModule(LightningDataModule):
             self._device = self.trainer.strategy.root_device
             self._rank = self.trainer.global_rank
         self.seed = torch.initial_seed() % 2**31  # the run seed after seed_everything
-        self.real_buffer = make_replay_buffer(self.real_buffer_size, self._device, self.seed + 1000 * self._rank)
+        self.real_buffer, self._generators["real"] = make_replay_buffer(
+            self.real_buffer_size, self._device, self.seed + 1000 * self._rank
+        )
 
     def add_real(self, transitions: TensorDict) -> None:
         self.real_buffer.extend(transitions.to(self._device))
@@ -121,7 +150,9 @@ class MBPODataModule(LightningDataModule):
         old = self.model_buffer
         if old is not None and old.storage.max_size == capacity:
             return
-        self.model_buffer = make_replay_buffer(capacity, self._device, self.seed + 1000 * self._rank + 1)
+        self.model_buffer, self._generators["model"] = make_replay_buffer(
+            capacity, self._device, self.seed + 1000 * self._rank + 1
+        )
         if old is not None and len(old) > 0:
             self.model_buffer.extend(self.latest(old, min(len(old), capacity)))
 
@@ -156,4 +187,45 @@ class MBPODataModule(LightningDataModule):
         return torch.cat([real.exclude("index"), model.exclude("index")], dim=1)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_SACBatches(self), batch_size=None, num_workers=0, collate_fn=_as_is)
+        # A private generator: creating the loader's iterator then draws no number from the global torch RNG,
+        # so a resumed run consumes random numbers exactly as an uninterrupted one.
+        return DataLoader(
+            _SACBatches(self), batch_size=None, num_workers=0, collate_fn=_as_is, generator=torch.Generator()
+        )
+
+    # ------------------------------------------------------------------ checkpoint
+    def env_signature(self) -> dict:
+        return {"env_id": self.env_id, "env_kwargs": dict(self.env_kwargs), "obs_dim": self.obs_dim,
+                "act_dim": self.act_dim}  # fmt: skip
+
+    def check_env_signature(self, saved: dict, what: str = "This checkpoint") -> None:
+        """Raise a clear error when a checkpoint was made for another env or observation/action size."""
+        current = self.env_signature()
+        if saved != current:
+            raise ValueError(
+                f"{what} was made for env {saved.get('env_id')!r} (kwargs {saved.get('env_kwargs')}, obs_dim "
+                f"{saved.get('obs_dim')}, act_dim {saved.get('act_dim')}), but this run is configured for "
+                f"{current['env_id']!r} (kwargs {current['env_kwargs']}, obs_dim {current['obs_dim']}, act_dim "
+                f"{current['act_dim']}). Resume with the config the checkpoint was trained with (its config.yaml "
+                "beside the logs), or start a new run without --ckpt_path."
+            )
+
+    def state_dict(self) -> dict:
+        """Both replay buffers, whole (filled part only), with writer positions and sampling RNG states.
+
+        Under DDP the checkpoint is written by rank 0 and holds rank 0's buffers.
+        """
+        state = {"env": self.env_signature(), "seed": self.seed}
+        if self.real_buffer is not None:
+            state["real"] = buffer_state(self.real_buffer, self._generators["real"])
+        if self.model_buffer is not None:
+            state["model"] = buffer_state(self.model_buffer, self._generators["model"])
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.check_env_signature(state["env"])
+        self.seed = state["seed"]
+        if "real" in state:
+            self.real_buffer, self._generators["real"] = restore_buffer(state["real"], self._device)
+        if "model" in state:
+            self.model_buffer, self._generators["model"] = restore_buffer(state["model"], self._device)

@@ -37,6 +37,15 @@ class MBPO(LightningModule):
         self._sac_stat_sums: dict[str, Tensor] = {}
         self._sac_stat_count = 0
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mbpo_env"] = self.trainer.datamodule.env_signature()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Runs before the weights are loaded: refuse a checkpoint of another env with a clear message instead of
+        # a tensor size mismatch (or, worse, silently loading weights of the same shape trained elsewhere).
+        if self._trainer is not None and "mbpo_env" in checkpoint:
+            self.trainer.datamodule.check_env_signature(checkpoint["mbpo_env"])
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [*self.sac.configure_optimizers(), self.dynamics.configure_optimizers()]
 

@@ -98,24 +98,6 @@ def test_print_config_works(capsys):
     assert "env_id: InvertedPendulum-v5" in out and "MBPOLoop" in out
 
 
-def test_resuming_without_buffers_is_refused(logdir):
-    cli = main(["fit", "--config", TINY, "--trainer.enable_checkpointing", "true"])
-    checkpoint = next(Path(logdir).rglob("*.ckpt"))
-    with pytest.raises(RuntimeError, match="does not hold the replay buffers"):
-        main(
-            [
-                "fit",
-                "--config",
-                TINY,
-                "--ckpt_path",
-                str(checkpoint),
-                "--trainer.callbacks.init_args.total_env_steps",
-                "400",
-            ]
-        )
-    del cli
-
-
 def test_plot_and_report_commands(logdir, tmp_path, capsys):
     from mbpo_pl.plot import main as plot_main
     from mbpo_pl.report import main as report_main
