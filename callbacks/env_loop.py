@@ -340,3 +340,7 @@ class MBPOLoop(Callback):
         torch.set_rng_state(pending["torch_rng"])
         if pending["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(pending["cuda_rng"])
+        if trainer.global_rank > 0:
+            # The checkpoint holds rank 0's streams and buffers only: other ranks continue from rank 0's data with
+            # their own env episode restarted and a distinct, deterministic random stream.
+            torch.manual_seed(int(torch.randint(2**31 - 1, (1,))) + trainer.global_rank)
