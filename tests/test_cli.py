@@ -112,3 +112,19 @@ def test_plot_and_report_commands(logdir, tmp_path, capsys):
     assert "eval/return" in out and "wall seconds per 1000 env steps" in out
     with pytest.raises(SystemExit, match="no eval/return"):
         plot_main([str(tmp_path), "-o", str(output)])
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--trainer.callbacks.init_args.rollout_schedule", "[1, 3, 0, 3]"], "rollout lengths must be >= 1"),
+        (["--model.dynamics.num_elites", "9"], "num_elites=9 must be in [1, ensemble_size=3]"),
+        (["--data.real_ratio", "1.5"], "real_ratio=1.5 must be in [0, 1]"),
+        (["--data.env_id", "CartPole-v1"], "needs continuous actions"),
+        (["--data.env_id", "Hoper-v5"], "Did you mean: Hopper-v5"),
+    ],
+)
+def test_bad_values_fail_with_the_reason(args, reason, logdir, capsys):
+    with pytest.raises((ValueError, SystemExit)) as info:
+        main(["fit", "--config", TINY, *args])
+    assert reason in str(info.value) + capsys.readouterr().err
