@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.envs import make_env
 from mbpo_pl.rollout import branched_rollout, make_transitions, rollout_length
 from mbpo_pl.system import MBPO
 from mbpo_pl.termination import get_termination_fn
+from mbpo_pl.utils import NonFiniteError
 
 
 def find_loop(trainer: Trainer) -> MBPOLoop:
@@ -244,6 +247,12 @@ class MBPOLoop(Callback):
         sac_seconds = max(elapsed - other, 1e-9)
         self.env_steps_per_s = data.model_train_freq * self.world_size / elapsed
         metrics: dict[str, Any] = dict(pl_module.pop_sac_stats())
+        bad = [key for key, value in metrics.items() if not torch.isfinite(value).all()]
+        if bad:
+            raise NonFiniteError(
+                f"SAC: {', '.join(bad)} became non-finite in the updates up to env step {self.env_steps}. Check the "
+                "rewards for NaN/inf or extreme scale, or lower model.sac.lr."
+            )
         metrics.update(
             {
                 "time/env_steps_per_s": self.env_steps_per_s,
@@ -257,6 +266,12 @@ class MBPOLoop(Callback):
         pl_module.log_metrics(metrics, self.env_steps)
         if self.env_steps >= self.total_env_steps:
             trainer.should_stop = True
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, NonFiniteError):
+            path = Path(trainer.default_root_dir) / f"nonfinite-env_steps={self.env_steps}.ckpt"
+            trainer.save_checkpoint(path)
+            rank_zero_warn(f"{exception}\nState at the failure saved to {path} for inspection.")
 
     # ------------------------------------------------------------------ checkpoint
     def _env_state(self) -> dict[str, Any]:

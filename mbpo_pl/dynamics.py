@@ -7,7 +7,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from mbpo_pl.nets.ensemble import GaussianEnsemble, gaussian_nll
-from mbpo_pl.utils import all_mean, average_gradients, backward, is_distributed, own_optimizers
+from mbpo_pl.utils import NonFiniteError, all_mean, average_gradients, backward, is_distributed, own_optimizers
 
 # Official MBPO per-layer L2 coefficients for the 4 hidden layers + output layer.
 DEFAULT_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
@@ -150,6 +150,12 @@ class DynamicsModule(LightningModule):
             epoch += 1
             # Averaged over ranks (each holds out its own data), so every rank takes the same stopping decision.
             mse = all_mean(self, self.holdout_mse(holdout_in, holdout_tg))
+            if not (torch.isfinite(loss_sum) and torch.isfinite(mse).all()):  # one sync per epoch, as below
+                raise NonFiniteError(
+                    f"dynamics model: non-finite training loss ({float(loss_sum)}) or holdout MSE "
+                    f"({mse.tolist()}) in epoch {epoch} of this training call ({num_train} transitions). Check the "
+                    "real data for NaN/inf observations or rewards, or lower model.dynamics.lr."
+                )
             improved = torch.isinf(best_mse) | ((best_mse - mse) / best_mse > self.improvement_threshold)
             best_mse = torch.where(improved, mse, best_mse)
             with torch.no_grad():

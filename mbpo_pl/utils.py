@@ -10,6 +10,10 @@ from lightning.pytorch.strategies import ParallelStrategy
 from torch import Tensor
 
 
+class NonFiniteError(FloatingPointError):
+    """A loss became NaN/inf: training stops (``MBPOLoop`` saves a diagnostic checkpoint first)."""
+
+
 def own_optimizers(module: LightningModule) -> list:
     """The optimizers of ``module``'s own parameters, in its ``configure_optimizers`` order.
 
