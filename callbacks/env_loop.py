@@ -113,7 +113,15 @@ class MBPOLoop(Callback):
             raise TypeError("MBPOLoop needs the MBPO module and the MBPODataModule")
         data: MBPODataModule = trainer.datamodule
         self.env = make_env(data.env_id, data.env_kwargs)
-        self.termination_fn = get_termination_fn(data.env_id)
+        if pl_module.dynamics.learn_termination:
+            self.termination_fn = pl_module.dynamics.predict_termination
+        else:
+            try:
+                self.termination_fn = get_termination_fn(data.env_id)
+            except KeyError as err:
+                raise KeyError(
+                    f"{err.args[0]} Or learn one from the real data: set model.dynamics.learn_termination: true."
+                ) from None
         self.env_seed = data.seed + 1000 * trainer.global_rank
         self.env.action_space.seed(self.env_seed)
         self._obs = None
@@ -174,6 +182,10 @@ class MBPOLoop(Callback):
             stored["observation"], stored["action"], stored["next", "reward"], stored["next", "observation"]
         )
         model_stats = pl_module.dynamics.fit_ensemble(inputs, targets)
+        if pl_module.dynamics.learn_termination:
+            model_stats.update(
+                pl_module.dynamics.fit_termination(stored["next", "observation"], stored["next", "terminated"])
+            )
         self.model_trainings += 1
         self._timed("model_train", start)
 
@@ -205,6 +217,11 @@ class MBPOLoop(Callback):
                 "dynamics/holdout_mse_elites": model_stats["holdout_mse"][pl_module.dynamics.elites].mean(),
                 "dynamics/train_loss": model_stats["train_loss"],
                 "dynamics/epochs": model_stats["epochs"],
+                **{
+                    f"dynamics/{k}": model_stats[k]
+                    for k in ("termination_loss", "termination_accuracy")
+                    if k in model_stats
+                },
                 "dynamics/elites": pl_module.dynamics.elites,
                 "rollout/length": self.rollout_length,
                 "rollout/kept_fraction": result.steps_alive[-1].float() / self.rollout_batch_size,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from mbpo_pl.nets.ensemble import GaussianEnsemble, gaussian_nll
+from mbpo_pl.nets.ensemble import GaussianEnsemble, TerminationClassifier, gaussian_nll
 from mbpo_pl.utils import NonFiniteError, all_mean, average_gradients, backward, is_distributed, own_optimizers
 
 # Official MBPO per-layer L2 coefficients for the 4 hidden layers + output layer.
@@ -38,6 +39,11 @@ class DynamicsModule(LightningModule):
         patience: epochs without improvement tolerated before stopping (official: stop when exceeded).
         improvement_threshold: relative holdout-MSE decrease that counts as an improvement.
         max_epochs_per_train: optional cap on epochs per training call (``None``: early stopping only, as the paper).
+        learn_termination: also learn ``p(terminated | next_obs)`` from the real ``terminated`` flags and use it to
+            stop model rollouts, for envs with no registered termination function (a hand-written one is exact;
+            prefer it where it exists).
+        termination_steps: gradient steps (minibatches of ``batch_size``) per training call of the termination
+            classifier (warm-started between calls).
     """
 
     def __init__(
@@ -57,6 +63,8 @@ class DynamicsModule(LightningModule):
         patience: int = 5,
         improvement_threshold: float = 0.01,
         max_epochs_per_train: int | None = None,
+        learn_termination: bool = False,
+        termination_steps: int = 500,
     ) -> None:
         super().__init__()
         if not 1 <= num_elites <= ensemble_size:
@@ -80,9 +88,47 @@ class DynamicsModule(LightningModule):
         self.max_epochs_per_train = max_epochs_per_train
         self.model = GaussianEnsemble(obs_dim + act_dim, 1 + obs_dim, ensemble_size, hidden_size, num_hidden_layers)
         self.register_buffer("elites", torch.arange(num_elites))
+        self.termination_steps = termination_steps
+        self.termination = TerminationClassifier(obs_dim) if learn_termination else None
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+    @property
+    def learn_termination(self) -> bool:
+        return self.termination is not None
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        optimizers = [torch.optim.Adam(self.model.parameters(), lr=self.lr)]
+        if self.termination is not None:
+            optimizers.append(torch.optim.Adam(self.termination.parameters(), lr=self.lr))
+        return optimizers
+
+    @torch.no_grad()
+    def predict_termination(self, next_obs: Tensor) -> Tensor:
+        """Learned termination, ``bool [N]`` (needs ``learn_termination``); non-finite states count as terminal."""
+        return (self.termination(next_obs) > 0) | ~torch.isfinite(next_obs).all(-1)
+
+    def fit_termination(self, next_obs: Tensor, terminated: Tensor) -> dict[str, Tensor]:
+        """Train the classifier on real ``next_obs [N, O]`` / ``terminated [N]`` with a class-balanced BCE."""
+        optimizer = own_optimizers(self)[1]
+        terminated = terminated.reshape(-1).float()
+        self.termination.normalizer.fit(next_obs, average=lambda t: all_mean(self, t))
+        positives = all_mean(self, terminated.mean())
+        # Terminal transitions are rare (~1/episode length): weight them up to balance the classes.
+        pos_weight = ((1 - positives) / positives.clamp_min(1e-3)).clamp(1.0, 1000.0)
+        loss_sum, batches = torch.zeros((), device=next_obs.device), 0
+        for _ in range(self.termination_steps):
+            idx = torch.randint(next_obs.shape[0], (self.batch_size,), device=next_obs.device)
+            loss = F.binary_cross_entropy_with_logits(
+                self.termination(next_obs[idx]), terminated[idx], pos_weight=pos_weight
+            )
+            optimizer.zero_grad(set_to_none=True)
+            backward(self, loss)
+            average_gradients(self, optimizer)
+            optimizer.step()
+            loss_sum += loss.detach()
+            batches += 1
+        with torch.no_grad():
+            accuracy = ((self.termination(next_obs) > 0).float() == terminated).float().mean()
+        return {"termination_loss": loss_sum / max(batches, 1), "termination_accuracy": accuracy}
 
     @staticmethod
     def make_dataset(obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor) -> tuple[Tensor, Tensor]:
@@ -113,7 +159,7 @@ class DynamicsModule(LightningModule):
 
     def fit_ensemble(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """Train on ``inputs [N, O+A]``, ``targets [N, 1+O]``; returns statistics (``holdout_mse [E]`` etc.)."""
-        (optimizer,) = own_optimizers(self)
+        optimizer = own_optimizers(self)[0]
         if is_distributed(self):
             sizes = self.trainer.strategy.all_gather(torch.tensor(inputs.shape[0], device=inputs.device))
             if sizes.min() != sizes.max():

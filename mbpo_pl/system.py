@@ -47,7 +47,7 @@ class MBPO(LightningModule):
             self.trainer.datamodule.check_env_signature(checkpoint["mbpo_env"])
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [*self.sac.configure_optimizers(), self.dynamics.configure_optimizers()]
+        return [*self.sac.configure_optimizers(), *self.dynamics.configure_optimizers()]
 
     def training_step(self, batch: TensorDict, batch_idx: int) -> None:
         """``batch`` is ``[G, batch_size]``: G SAC updates for the real env step that preceded it."""

@@ -157,3 +157,19 @@ def gaussian_nll(mean: Tensor, logvar: Tensor, target: Tensor) -> Tensor:
     """
     inv_var = torch.exp(-logvar)
     return ((mean - target).square() * inv_var + logvar).mean(dim=(1, 2))
+
+
+class TerminationClassifier(nn.Module):
+    """``p(terminated | next_obs)``: a small MLP on standardised observations, for envs without a hand-written
+    termination function. ``forward(next_obs [N, O]) -> logits [N]``."""
+
+    def __init__(self, obs_dim: int, hidden_size: int = 64) -> None:
+        super().__init__()
+        self.normalizer = InputNormalizer(obs_dim)
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size), nn.SiLU(),
+            nn.Linear(hidden_size, 1),
+        )  # fmt: skip
+
+    def forward(self, next_obs: Tensor) -> Tensor:
+        return self.net(self.normalizer(next_obs)).squeeze(-1)

@@ -1,0 +1,38 @@
+"""Shared helpers for the tests: real transitions from Gymnasium envs."""
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+ENV_KWARGS = {
+    "Ant-v5": {"include_cfrc_ext_in_observation": False},
+    "Humanoid-v5": {
+        "include_cinert_in_observation": False,
+        "include_cvel_in_observation": False,
+        "include_qfrc_actuator_in_observation": False,
+        "include_cfrc_ext_in_observation": False,
+    },
+}
+
+
+def real_transitions(env_id: str, episodes: int = 12, max_steps: int = 200, seed: int = 0):
+    """``(next_obs [N, O], terminated [N])`` from random-action episodes, every other one from a perturbed state."""
+    env = gym.make(env_id, **ENV_KWARGS.get(env_id, {}))
+    rng = np.random.default_rng(seed)
+    next_obs, terminated = [], []
+    for episode in range(episodes):
+        env.reset(seed=seed + episode)
+        if episode % 2:  # perturbed start state: push the joints away from the nominal pose
+            base = env.unwrapped
+            qpos = base.init_qpos + rng.normal(0, 0.3, base.model.nq)
+            qvel = base.init_qvel + rng.normal(0, 1.0, base.model.nv)
+            base.set_state(qpos, qvel)
+        for _ in range(max_steps):
+            action = rng.uniform(env.action_space.low, env.action_space.high)
+            obs, _, term, trunc, _ = env.step(action)
+            next_obs.append(obs)
+            terminated.append(term)
+            if term or trunc:
+                break
+    env.close()
+    return torch.as_tensor(np.array(next_obs), dtype=torch.float32), torch.as_tensor(terminated)
