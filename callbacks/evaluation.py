@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from callbacks.env_loop import find_loop
 from mbpo_pl.envs import make_env
@@ -22,12 +24,33 @@ class Evaluation(Callback):
         every_n_env_steps: evaluation period in real env steps.
         num_episodes: episodes per evaluation.
         seed: base seed of the evaluation episodes (episode ``i`` resets with ``seed + i``, every time).
+        video_every_n_env_steps: also record one deterministic episode as a video every this many env steps
+            (``None``: no video). MuJoCo renders offscreen through EGL (``MUJOCO_GL=egl`` unless set otherwise);
+            TensorBoard and W&B encode it with moviepy (``pip install 'mbpo_pl[video]'``).
+        video_size: width and height of the video frames in pixels.
+        video_fps: frames per second of the logged video.
     """
 
-    def __init__(self, every_n_env_steps: int = 1000, num_episodes: int = 5, seed: int = 12345) -> None:
+    def __init__(
+        self,
+        every_n_env_steps: int = 1000,
+        num_episodes: int = 5,
+        seed: int = 12345,
+        video_every_n_env_steps: int | None = None,
+        video_size: int = 256,
+        video_fps: int = 30,
+    ) -> None:
         super().__init__()
         if every_n_env_steps < 1 or num_episodes < 1:
             raise ValueError("Evaluation.every_n_env_steps and num_episodes must be >= 1")
+        if video_every_n_env_steps is not None and video_every_n_env_steps % every_n_env_steps:
+            raise ValueError(
+                f"Evaluation.video_every_n_env_steps={video_every_n_env_steps} must be a multiple of "
+                f"every_n_env_steps={every_n_env_steps} (videos are recorded at evaluations)."
+            )
+        self.video_every_n_env_steps = video_every_n_env_steps
+        self.video_size = video_size
+        self.video_fps = video_fps
         self.every_n_env_steps = every_n_env_steps
         self.num_episodes = num_episodes
         self.seed = seed
@@ -37,10 +60,41 @@ class Evaluation(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         data = trainer.datamodule
         self.env = make_env(data.env_id, data.env_kwargs)
+        self.video_env = None
+        if self.video_every_n_env_steps is not None and trainer.is_global_zero:
+            try:
+                from moviepy import editor  # noqa: F401  (TensorBoard's and W&B's video encoder)
+            except ImportError as err:
+                raise ImportError("Evaluation videos need moviepy<2 and imageio: pip install 'mbpo_pl[video]'") from err
+            os.environ.setdefault("MUJOCO_GL", "egl")  # headless offscreen rendering
+            size = {"width": self.video_size, "height": self.video_size}
+            self.video_env = make_env(data.env_id, {**data.env_kwargs, **size}, render_mode="rgb_array")
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if getattr(self, "env", None) is not None:
-            self.env.close()
+        for env in (getattr(self, "env", None), getattr(self, "video_env", None)):
+            if env is not None:
+                env.close()
+
+    @torch.no_grad()
+    def record_video(self, pl_module: LightningModule) -> np.ndarray:
+        """One deterministic episode as frames ``[T, C, H, W]`` uint8."""
+        obs, _ = self.video_env.reset(seed=self.seed)
+        frames, done = [self.video_env.render()], False
+        while not done:
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=pl_module.device).unsqueeze(0)
+            action = pl_module.sac.actor.act(obs_t, deterministic=True)[0].cpu().numpy()
+            obs, _, terminated, truncated, _ = self.video_env.step(action)
+            frames.append(self.video_env.render())
+            done = terminated or truncated
+        return np.stack(frames).transpose(0, 3, 1, 2)
+
+    def log_video(self, trainer: Trainer, frames: np.ndarray, env_steps: int) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                video = torch.from_numpy(frames).unsqueeze(0)  # [1, T, C, H, W]
+                logger.experiment.add_video("eval/video", video, global_step=env_steps, fps=self.video_fps)
+            elif isinstance(logger, WandbLogger):
+                logger.log_video("eval/video", [frames], step=env_steps, fps=[self.video_fps])
 
     @torch.no_grad()
     def evaluate(self, pl_module: LightningModule) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +128,8 @@ class Evaluation(Callback):
         returns, lengths = self.evaluate(pl_module)
         self.last_return = float(returns.mean())
         self.history.append((loop.env_steps, self.last_return))
+        if self.video_env is not None and loop.env_steps % self.video_every_n_env_steps < loop.world_size:
+            self.log_video(trainer, self.record_video(pl_module), loop.env_steps)
         pl_module.log_metrics(
             {
                 "eval/return": self.last_return,

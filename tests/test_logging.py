@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from mbpo_pl.cli import main
 
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
@@ -36,3 +38,40 @@ def test_tensorboard_hparams_hold_the_config(logdir):
     hparams = next(Path(logdir).rglob("hparams.yaml")).read_text()
     assert "data.env_id: InvertedPendulum-v5" in hparams
     assert "model.dynamics.init_args.num_elites: 2" in hparams or "model.dynamics.num_elites: 2" in hparams
+
+
+def _renderer_available() -> bool:
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import gymnasium as g; e = g.make('InvertedPendulum-v5', render_mode='rgb_array', width=32, height=32); "
+        "e.reset(seed=0); assert e.render().shape == (32, 32, 3)"
+    )
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120).returncode == 0
+
+
+@pytest.mark.skipif(not _renderer_available(), reason="no offscreen OpenGL (EGL) renderer on this machine")
+def test_evaluation_video_is_logged_to_tensorboard(logdir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = (
+        Path(TINY)
+        .read_text()
+        .replace(
+            "        num_episodes: 2\n",
+            "        num_episodes: 2\n        video_every_n_env_steps: 200\n        video_size: 48\n",
+        )
+    )
+    assert "video_every_n_env_steps" in config
+    (tmp_path / "video.yaml").write_text(config)
+    main(["fit", "--config", str(tmp_path / "video.yaml")])
+    events = next(Path(logdir).rglob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0})
+    accumulator.Reload()
+    assert "eval/video" in accumulator.Tags()["images"]
+    videos = accumulator.Images("eval/video")
+    assert [v.step for v in videos] == [200]
+    assert videos[0].width == 48 and videos[0].encoded_image_string[:3] == b"GIF"
