@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
