@@ -8,7 +8,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from mbpo_pl.nets.ensemble import GaussianEnsemble, TerminationClassifier, gaussian_nll
-from mbpo_pl.utils import NonFiniteError, all_mean, average_gradients, backward, is_distributed, own_optimizers
+from mbpo_pl.utils import NonFiniteError, all_mean, is_distributed, optimizer_step, own_optimizers
 
 # Official MBPO per-layer L2 coefficients for the 4 hidden layers + output layer.
 DEFAULT_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
@@ -120,10 +120,7 @@ class DynamicsModule(LightningModule):
             loss = F.binary_cross_entropy_with_logits(
                 self.termination(next_obs[idx]), terminated[idx], pos_weight=pos_weight
             )
-            optimizer.zero_grad(set_to_none=True)
-            backward(self, loss)
-            average_gradients(self, optimizer)
-            optimizer.step()
+            optimizer_step(self, optimizer, loss)
             loss_sum += loss.detach()
             batches += 1
         with torch.no_grad():
@@ -187,10 +184,7 @@ class DynamicsModule(LightningModule):
             for start in range(0, num_train, self.batch_size):
                 idx = order[:, start : start + self.batch_size]  # [E, b]
                 total, _ = self.loss(train_in[idx], train_tg[idx])
-                optimizer.zero_grad(set_to_none=True)
-                backward(self, total)
-                average_gradients(self, optimizer)
-                optimizer.step()
+                optimizer_step(self, optimizer, total)
                 loss_sum += total.detach()
                 num_batches_total += 1
             epoch += 1

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from mbpo_pl.losses import alpha_loss, polyak_update, soft_q_target
 from mbpo_pl.nets.sac import TanhGaussianActor, TwinQCritic
-from mbpo_pl.utils import average_gradients, backward, own_optimizers
+from mbpo_pl.utils import optimizer_step, own_optimizers
 
 
 class SACModule(LightningModule):
@@ -76,27 +76,18 @@ class SACModule(LightningModule):
             )
         q = self.critic(obs, action)
         critic_loss = 0.5 * (q - target_q).square().mean(dim=1).sum()
-        critic_opt.zero_grad(set_to_none=True)
-        backward(self, critic_loss)
-        average_gradients(self, critic_opt)
-        critic_opt.step()
+        optimizer_step(self, critic_opt, critic_loss)
 
         # Actor: maximise min-Q minus the entropy cost. The critic is frozen for this pass (no wasted weight grads).
         new_action, log_prob = self.actor(obs)
         self.critic.requires_grad_(False)
         actor_loss = (alpha * log_prob - self.critic(obs, new_action).min(dim=0).values).mean()
         self.critic.requires_grad_(True)
-        actor_opt.zero_grad(set_to_none=True)
-        backward(self, actor_loss)
-        average_gradients(self, actor_opt)
-        actor_opt.step()
+        optimizer_step(self, actor_opt, actor_loss)
 
         # Temperature.
         temperature_loss = alpha_loss(self.log_alpha, log_prob, self.target_entropy)
-        alpha_opt.zero_grad(set_to_none=True)
-        backward(self, temperature_loss)
-        average_gradients(self, alpha_opt)
-        alpha_opt.step()
+        optimizer_step(self, alpha_opt, temperature_loss)
 
         polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
         return {

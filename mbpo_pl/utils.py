@@ -80,6 +80,14 @@ def average_gradients(module: LightningModule, optimizer) -> None:  # noqa: ANN0
         grad.copy_(averaged)
 
 
+def optimizer_step(module: LightningModule, optimizer, loss: Tensor) -> None:  # noqa: ANN001
+    """One visible update: ``zero_grad -> backward -> average gradients over ranks -> step``."""
+    optimizer.zero_grad(set_to_none=True)
+    backward(module, loss)
+    average_gradients(module, optimizer)
+    optimizer.step()
+
+
 def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
