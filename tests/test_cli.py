@@ -128,3 +128,15 @@ def test_bad_values_fail_with_the_reason(args, reason, logdir, capsys):
     with pytest.raises((ValueError, SystemExit)) as info:
         main(["fit", "--config", TINY, *args])
     assert reason in str(info.value) + capsys.readouterr().err
+
+
+def test_time_limit_truncation_is_not_stored_as_termination(logdir):
+    """A time-limit end of episode must keep bootstrapping: truncated=True, terminated=False in the real buffer."""
+    cli = main(["fit", "--config", TINY, "--data.env_kwargs", "{max_episode_steps: 3}"])
+    data = cli.datamodule
+    real = data.real_buffer.storage[torch.arange(len(data.real_buffer))]
+    truncated, terminated = real["next", "truncated"].squeeze(-1), real["next", "terminated"].squeeze(-1)
+    assert (truncated & ~terminated).sum() >= 50  # many 3-step episodes ended by the time limit alone
+    # terminated is the env's own rule (pole angle beyond 0.2), whatever the time limit did
+    torch.testing.assert_close(terminated, real["next", "observation"][:, 1].abs() > 0.2)
+    torch.testing.assert_close(real["next", "done"].squeeze(-1), truncated | terminated)
