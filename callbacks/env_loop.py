@@ -178,6 +178,7 @@ class MBPOLoop(Callback):
         data: MBPODataModule = trainer.datamodule
         start = time.perf_counter()
         stored = data.real_buffer.storage[torch.arange(len(data.real_buffer), device=data.real_buffer.storage.device)]
+        stored = stored.to(pl_module.device)
         inputs, targets = pl_module.dynamics.make_dataset(
             stored["observation"], stored["action"], stored["next", "reward"], stored["next", "observation"]
         )
@@ -200,7 +201,7 @@ class MBPOLoop(Callback):
             * max(self.epoch_length // (data.model_train_freq * self.world_size), 1)
         )
         data.resize_model_buffer(capacity)
-        start_obs = data.real_buffer.sample(self.rollout_batch_size)["observation"]
+        start_obs = data.real_buffer.sample(self.rollout_batch_size)["observation"].to(pl_module.device)
         result = branched_rollout(
             pl_module.dynamics.model,
             pl_module.sac.actor,

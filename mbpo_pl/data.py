@@ -13,27 +13,37 @@ when the loop asks for it, after the env step that precedes it has been pushed i
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
 from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
-from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
 
 from mbpo_pl.envs import env_dims
 from mbpo_pl.utils import seeded_generator
 
 
 def make_replay_buffer(
-    capacity: int, device: torch.device, seed: int
+    capacity: int, device: torch.device, seed: int, memmap_dir: Path | None = None
 ) -> tuple[TensorDictReplayBuffer, torch.Generator]:
-    """Uniform-sampling TorchRL buffer with storage on ``device``, and its own seeded sampling generator."""
-    generator = seeded_generator(seed, device)
-    buffer = TensorDictReplayBuffer(
-        storage=LazyTensorStorage(capacity, device=device), generator=generator, batch_size=None
-    )
+    """Uniform-sampling TorchRL buffer and its own seeded sampling generator.
+
+    Storage in memory on ``device``, or, with ``memmap_dir``, memory-mapped files there (samples sent to ``device``).
+    """
+    if memmap_dir is None:
+        storage = LazyTensorStorage(capacity, device=device)
+        generator = seeded_generator(seed, device)
+    else:
+        shutil.rmtree(memmap_dir, ignore_errors=True)
+        # Files are host memory: the storage and its index generator stay on the CPU; batches move on sampling.
+        storage = LazyMemmapStorage(capacity, scratch_dir=memmap_dir, device="cpu")
+        generator = seeded_generator(seed, torch.device("cpu"))
+    buffer = TensorDictReplayBuffer(storage=storage, generator=generator, batch_size=None)
     return buffer, generator
 
 
@@ -88,6 +98,10 @@ class MBPODataModule(LightningDataModule):
         batch_size: SAC minibatch size.
         real_ratio: fraction of each minibatch drawn from real transitions (``int(batch_size * real_ratio)`` rows).
         real_buffer_size: capacity of the real replay buffer.
+        buffer_storage: ``memory`` (tensors on the training device) or ``memmap`` (memory-mapped files under
+            ``buffer_dir``: large buffers off the RAM, and checkpoints that hold a reference to a copy of the
+            buffers written beside them instead of the buffers themselves).
+        buffer_dir: directory of the memory-mapped buffers (``memmap`` only).
 
     The buffers' sampling generators are seeded from the run seed (``seed_everything``) plus ``1000 * rank``.
     """
@@ -101,6 +115,8 @@ class MBPODataModule(LightningDataModule):
         batch_size: int = 256,
         real_ratio: float = 0.05,
         real_buffer_size: int = 1_000_000,
+        buffer_storage: Literal["memory", "memmap"] = "memory",
+        buffer_dir: str = "buffers",
     ) -> None:
         super().__init__()
         if not 0.0 <= real_ratio <= 1.0:
@@ -120,6 +136,8 @@ class MBPODataModule(LightningDataModule):
         self.batch_size = batch_size
         self.real_ratio = real_ratio
         self.real_buffer_size = real_buffer_size
+        self.buffer_storage = buffer_storage
+        self.buffer_dir = Path(buffer_dir)
         self.num_real = int(batch_size * real_ratio)
         self.obs_dim, self.act_dim = env_dims(env_id, self.env_kwargs)  # also validates the env
         self.real_buffer: TensorDictReplayBuffer | None = None
@@ -137,7 +155,7 @@ class MBPODataModule(LightningDataModule):
             self._rank = self.trainer.global_rank
         self.seed = torch.initial_seed() % 2**31  # the run seed after seed_everything
         self.real_buffer, self._generators["real"] = make_replay_buffer(
-            self.real_buffer_size, self._device, self.seed + 1000 * self._rank
+            self.real_buffer_size, self._device, self.seed + 1000 * self._rank, self._memmap_dir("real")
         )
 
     def add_real(self, transitions: TensorDict) -> None:
@@ -151,10 +169,17 @@ class MBPODataModule(LightningDataModule):
         if old is not None and old.storage.max_size == capacity:
             return
         self.model_buffer, self._generators["model"] = make_replay_buffer(
-            capacity, self._device, self.seed + 1000 * self._rank + 1
+            capacity, self._device, self.seed + 1000 * self._rank + 1, self._memmap_dir(f"model-{capacity}")
         )
         if old is not None and len(old) > 0:
             self.model_buffer.extend(self.latest(old, min(len(old), capacity)))
+        if old is not None and isinstance(old.storage, LazyMemmapStorage):
+            shutil.rmtree(old.storage.scratch_dir, ignore_errors=True)
+
+    def _memmap_dir(self, name: str) -> Path | None:
+        if self.buffer_storage != "memmap":
+            return None
+        return self.buffer_dir / f"rank{self._rank}" / "live" / name
 
     @staticmethod
     def latest(buffer: TensorDictReplayBuffer, count: int) -> TensorDict:
@@ -181,10 +206,10 @@ class MBPODataModule(LightningDataModule):
             num_real = batch_size
         real = self.real_buffer.sample(num_batches * num_real).reshape(num_batches, num_real)
         if num_real == batch_size:
-            return real.exclude("index")
+            return real.exclude("index").to(self._device)
         num_model = batch_size - num_real
         model = self.model_buffer.sample(num_batches * num_model).reshape(num_batches, num_model)
-        return torch.cat([real.exclude("index"), model.exclude("index")], dim=1)
+        return torch.cat([real.exclude("index"), model.exclude("index")], dim=1).to(self._device)
 
     def train_dataloader(self) -> DataLoader:
         # A private generator: creating the loader's iterator then draws no number from the global torch RNG,
@@ -210,22 +235,62 @@ class MBPODataModule(LightningDataModule):
                 "beside the logs), or start a new run without --ckpt_path."
             )
 
-    def state_dict(self) -> dict:
-        """Both replay buffers, whole (filled part only), with writer positions and sampling RNG states.
+    def _checkpoint_token(self) -> str:
+        """Identifies the buffers' state at a save, identically on every rank (sizes only grow)."""
+        counts = [b.write_count if b is not None else 0 for b in (self.real_buffer, self.model_buffer)]
+        return "-".join(map(str, counts))
 
-        Under DDP the checkpoint is written by rank 0 and holds rank 0's buffers.
+    def _save_buffer(self, name: str, buffer: TensorDictReplayBuffer, token: str) -> dict:
+        if self.buffer_storage == "memory":
+            return buffer_state(buffer, self._generators[name])
+        # memmap: TorchRL writes the buffer as memory-mapped files beside the live ones; the checkpoint refers to
+        # them. Only the latest checkpoint's copy is kept on disk (each save replaces it).
+        dump_dir = self.buffer_dir / f"rank{self._rank}" / "checkpoint" / name
+        shutil.rmtree(dump_dir, ignore_errors=True)
+        dump_dir.parent.mkdir(parents=True, exist_ok=True)
+        buffer.dumps(dump_dir)
+        (dump_dir / "checkpoint_token").write_text(token)
+        return {"dumped": name, "token": token, "capacity": buffer.storage.max_size,
+                "rng": self._generators[name].get_state()}  # fmt: skip
+
+    def _load_buffer(self, name: str, state: dict) -> None:
+        if "dumped" not in state:
+            buffer, generator = restore_buffer(state, self._device)
+        else:
+            dump_dir = self.buffer_dir / f"rank{self._rank}" / "checkpoint" / name
+            found = (dump_dir / "checkpoint_token").read_text() if (dump_dir / "checkpoint_token").is_file() else None
+            if found != state["token"]:
+                raise ValueError(
+                    f"The memory-mapped {name} buffer for this checkpoint is not in {dump_dir} (found the buffers of "
+                    f"{'another save' if found else 'no save'}). With data.buffer_storage=memmap only the latest "
+                    "checkpoint's buffers are kept on disk: resume from the latest checkpoint (--ckpt_path last) "
+                    "with the same data.buffer_dir."
+                )
+            label = name if name == "real" else f"model-{state['capacity']}"
+            buffer, generator = make_replay_buffer(state["capacity"], self._device, 0, self._memmap_dir(label))
+            buffer.loads(dump_dir)
+            generator.set_state(state["rng"])
+        if name == "real":
+            self.real_buffer = buffer
+        else:
+            self.model_buffer = buffer
+        self._generators[name] = generator
+
+    def state_dict(self) -> dict:
+        """Both replay buffers (filled part only) with writer positions and sampling RNG states.
+
+        Under DDP the checkpoint file is written by rank 0 and, with in-memory buffers, holds rank 0's buffers.
         """
-        state = {"env": self.env_signature(), "seed": self.seed}
-        if self.real_buffer is not None:
-            state["real"] = buffer_state(self.real_buffer, self._generators["real"])
-        if self.model_buffer is not None:
-            state["model"] = buffer_state(self.model_buffer, self._generators["model"])
+        token = self._checkpoint_token()
+        state = {"env": self.env_signature(), "seed": self.seed, "buffer_storage": self.buffer_storage}
+        for name, buffer in (("real", self.real_buffer), ("model", self.model_buffer)):
+            if buffer is not None:
+                state[name] = self._save_buffer(name, buffer, token)
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.check_env_signature(state["env"])
         self.seed = state["seed"]
-        if "real" in state:
-            self.real_buffer, self._generators["real"] = restore_buffer(state["real"], self._device)
-        if "model" in state:
-            self.model_buffer, self._generators["model"] = restore_buffer(state["model"], self._device)
+        for name in ("real", "model"):
+            if name in state:
+                self._load_buffer(name, state[name])

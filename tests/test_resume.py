@@ -41,11 +41,15 @@ def _snapshot(cli):
     }
 
 
-def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
-    uninterrupted = _snapshot(_fit(tmp_path / "a", 300))
-    _fit(tmp_path / "b", 200)
+@pytest.mark.parametrize("storage", ["memory", "memmap"])
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, storage):
+    buffers = ["--data.buffer_storage", storage, "--data.buffer_dir", str(tmp_path / "buffers")]
+    uninterrupted = _snapshot(_fit(tmp_path / "a", 300, *buffers[:2], "--data.buffer_dir", str(tmp_path / "ba")))
+    _fit(tmp_path / "b", 200, *buffers)
     checkpoint = next((tmp_path / "b").rglob("*.ckpt"))
-    resumed = _snapshot(_fit(tmp_path / "b2", 300, "--ckpt_path", str(checkpoint)))
+    if storage == "memmap":  # the checkpoint refers to the buffers on disk instead of holding them
+        assert "dumped" in torch.load(checkpoint, weights_only=False)["MBPODataModule"]["real"]
+    resumed = _snapshot(_fit(tmp_path / "b2", 300, "--ckpt_path", str(checkpoint), *buffers))
     assert resumed["counters"] == uninterrupted["counters"]
     for part in ("real", "model", "params"):
         assert resumed[part].keys() == uninterrupted[part].keys()
@@ -77,6 +81,16 @@ def test_killed_run_resumes_without_losing_checkpointed_transitions(tmp_path):
     real = cli.datamodule.real_buffer.storage[torch.arange(saved_steps)].flatten_keys(".").to_dict()
     for key, value in saved_real.items():
         torch.testing.assert_close(real[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_memmap_resume_from_an_older_checkpoint_is_refused(tmp_path):
+    buffers = ["--data.buffer_storage", "memmap", "--data.buffer_dir", str(tmp_path / "buffers")]
+    _fit(tmp_path / "a", 250, *buffers, "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+         "--trainer.callbacks.init_args.dirpath", str(tmp_path / "ckpts"),
+         "--trainer.callbacks.init_args.save_top_k", "-1")  # fmt: skip
+    older = sorted((tmp_path / "ckpts").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)[0]
+    with pytest.raises(ValueError, match="only the latest"):
+        _fit(tmp_path / "b", 300, "--ckpt_path", str(older), *buffers)
 
 
 def test_checkpoint_of_another_env_is_refused(tmp_path):
