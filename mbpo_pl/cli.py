@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import warnings
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from callbacks.progress import MBPOProgressBar
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.system import MBPO
 
@@ -51,6 +54,18 @@ class MBPOCLI(LightningCLI):
         for child in ("dynamics", "sac"):
             parser.link_arguments("data.obs_dim", f"model.{child}.init_args.obs_dim", apply_on="instantiate")
             parser.link_arguments("data.act_dim", f"model.{child}.init_args.act_dim", apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Adds the MBPO progress bar (env steps, last eval return, env steps/s) unless the config disables the bar
+        or brings its own."""
+        config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
+        trainer_config = config.get("trainer", {})
+        callbacks = list(kwargs.get("callbacks", trainer_config.get("callbacks") or []))
+        if trainer_config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
+            kwargs["callbacks"] = [MBPOProgressBar(), *callbacks]
+        return super().instantiate_trainer(**kwargs)
 
     def before_instantiate_classes(self) -> None:
         threads = self.config.get(self.subcommand, self.config).get("torch_threads")

@@ -35,6 +35,14 @@ def test_config_instantiates_with_linked_env_sizes(config, logdir):
     assert cli.model.sac.actor.net[0].in_features == obs_dim
     assert any(isinstance(c, MBPOLoop) for c in cli.trainer.callbacks)
     assert any(isinstance(c, Evaluation) for c in cli.trainer.callbacks)
+    assert any(isinstance(c, MBPOProgressBar) for c in cli.trainer.callbacks)
+
+
+def test_progress_bar_can_be_disabled(logdir):
+    cli = main(["--config", TINY, "--trainer.enable_progress_bar", "false"], run=False)
+    assert not any(isinstance(c, MBPOProgressBar) for c in cli.trainer.callbacks)
+    cli = main(["--config", TINY, "--trainer.enable_progress_bar", "true"], run=False)
+    assert any(isinstance(c, MBPOProgressBar) for c in cli.trainer.callbacks)
 
 
 def test_tiny_fit_runs_end_to_end_and_logs(logdir):
