@@ -32,12 +32,13 @@ def _fit(logdir, total_env_steps, seed, extra=()):
     return next(c for c in cli.trainer.callbacks if isinstance(c, Evaluation)).history
 
 
-def test_mbpo_learns_inverted_pendulum_quickly(logdir):
+def test_mbpo_learns_inverted_pendulum_quickly(logdir, monkeypatch):
     """The paper's InvertedPendulum settings for 3,000 env steps.
 
     Early evaluations score below 250; with this config seeds 0, 1 and 2 all reached the maximum (1000) at
     2,250 env steps. Solving it (>= 900) at one of the last four evaluations is the signal asserted here.
     """
+    monkeypatch.chdir(logdir)  # the config's checkpoints/ directory goes there
     history = _fit(logdir, 3000, seed=0)
     returns = [r for _, r in history]
     assert history[0][0] == 750  # first evaluation after the 500 random steps and one epoch
@@ -47,6 +48,7 @@ def test_mbpo_learns_inverted_pendulum_quickly(logdir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_mbpo_solves_inverted_pendulum_within_6000_steps(logdir, seed):
+def test_mbpo_solves_inverted_pendulum_within_6000_steps(logdir, seed, monkeypatch):
+    monkeypatch.chdir(logdir)
     history = _fit(logdir, 6000, seed=seed)
     assert max(r for _, r in history) >= 950, history
