@@ -22,8 +22,6 @@ def _fit(logdir, total_env_steps, seed, extra=()):
             str(logdir),
             "--trainer.enable_progress_bar",
             "false",
-            "--trainer.enable_checkpointing",
-            "false",
             "--trainer.callbacks.init_args.total_env_steps",
             str(total_env_steps),
             *extra,
