@@ -353,7 +353,7 @@ class MBPOLoop(Callback):
         self._pending_restore = state_dict
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        pending = getattr(self, "_pending_restore", None)
+        pending = self._pending_restore
         if pending is None:
             return
         self._pending_restore = None
