@@ -122,12 +122,31 @@ class MBPOLoop(Callback):
                 raise KeyError(
                     f"{err.args[0]} Or learn one from the real data: set model.dynamics.learn_termination: true."
                 ) from None
+        self._check_batches_fit(data, trainer.world_size)
         self.env_seed = data.seed + 1000 * trainer.global_rank
         self.env.action_space.seed(self.env_seed)
         self._obs = None
         self.world_size = trainer.world_size
         steps_after_init = self.total_env_steps - self.init_random_steps
         trainer.fit_loop.max_epochs = math.ceil(steps_after_init / (data.model_train_freq * self.world_size))
+
+    def _check_batches_fit(self, data: MBPODataModule, world_size: int) -> None:
+        """Refuse settings whose buffers cannot give a full batch when training starts."""
+        first_real = self.init_random_steps // world_size  # real transitions per rank at the first model training
+        if first_real < data.batch_size:
+            raise ValueError(
+                f"MBPOLoop.init_random_steps={self.init_random_steps} gives each of the {world_size} process(es) "
+                f"{first_real} real transitions before training starts, fewer than one SAC batch "
+                f"(data.batch_size={data.batch_size}). Raise init_random_steps to at least "
+                f"{data.batch_size * world_size} or lower data.batch_size."
+            )
+        model_rows = data.batch_size - data.num_real
+        if self.rollout_batch_size < model_rows:
+            raise ValueError(
+                f"MBPOLoop.rollout_batch_size={self.rollout_batch_size} model transitions per rollout are fewer "
+                f"than the {model_rows} model rows of each SAC batch (data.batch_size={data.batch_size}, "
+                f"real_ratio={data.real_ratio}). Raise rollout_batch_size or lower data.batch_size."
+            )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if getattr(self, "env", None) is not None:
@@ -182,11 +201,14 @@ class MBPOLoop(Callback):
         inputs, targets = pl_module.dynamics.make_dataset(
             stored["observation"], stored["action"], stored["next", "reward"], stored["next", "observation"]
         )
-        model_stats = pl_module.dynamics.fit_ensemble(inputs, targets)
-        if pl_module.dynamics.learn_termination:
-            model_stats.update(
-                pl_module.dynamics.fit_termination(stored["next", "observation"], stored["next", "terminated"])
-            )
+        # The Trainer's precision (e.g. `--trainer.precision bf16-mixed`) covers model training and rollouts too,
+        # not only the SAC updates in `training_step`.
+        with trainer.precision_plugin.forward_context():
+            model_stats = pl_module.dynamics.fit_ensemble(inputs, targets)
+            if pl_module.dynamics.learn_termination:
+                model_stats.update(
+                    pl_module.dynamics.fit_termination(stored["next", "observation"], stored["next", "terminated"])
+                )
         self.model_trainings += 1
         self._timed("model_train", start)
 
@@ -202,14 +224,15 @@ class MBPOLoop(Callback):
         )
         data.resize_model_buffer(capacity)
         start_obs = data.real_buffer.sample(self.rollout_batch_size)["observation"].to(pl_module.device)
-        result = branched_rollout(
-            pl_module.dynamics.model,
-            pl_module.sac.actor,
-            pl_module.dynamics.elites,
-            self.termination_fn,
-            start_obs,
-            self.rollout_length,
-        )
+        with trainer.precision_plugin.forward_context():
+            result = branched_rollout(
+                pl_module.dynamics.model,
+                pl_module.sac.actor,
+                pl_module.dynamics.elites,
+                self.termination_fn,
+                start_obs,
+                self.rollout_length,
+            )
         data.add_model(result.transitions)
         self._timed("rollout", start)
         pl_module.log_metrics(

@@ -129,6 +129,11 @@ class MBPODataModule(LightningDataModule):
         ):
             if value < 1:
                 raise ValueError(f"data.{name}={value} must be >= 1.")
+        if real_buffer_size < batch_size:
+            raise ValueError(
+                f"data.real_buffer_size={real_buffer_size} is smaller than one batch (data.batch_size={batch_size}): "
+                "raise real_buffer_size or lower batch_size."
+            )
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
         self.model_train_freq = model_train_freq

@@ -31,7 +31,9 @@ class DynamicsModule(LightningModule):
         hidden_size: units per hidden layer (200; 400 for Humanoid in the paper).
         num_hidden_layers: hidden layers per member.
         lr: Adam learning rate.
-        weight_decay: L2 coefficient per layer (hidden layers then output layer).
+        weight_decay: L2 coefficient per layer (hidden layers then output layer) on the weights (not biases), as
+            the official ``c * ||W||^2 / 2`` loss term; applied as Adam's (coupled) ``weight_decay`` of that layer's
+            parameter group, which adds the same gradient ``c * W`` without computing the term every step.
         logvar_bound_weight: weight of ``sum(max_logvar) - sum(min_logvar)`` in the loss.
         batch_size: minibatch size per member.
         holdout_ratio: fraction of the real data held out for early stopping and elite selection.
@@ -39,6 +41,8 @@ class DynamicsModule(LightningModule):
         patience: epochs without improvement tolerated before stopping (official: stop when exceeded).
         improvement_threshold: relative holdout-MSE decrease that counts as an improvement.
         max_epochs_per_train: optional cap on epochs per training call (``None``: early stopping only, as the paper).
+        fused_optimizer: use PyTorch's fused Adam kernel (same update, fewer kernel launches; set ``false`` on a
+            device without one).
         learn_termination: also learn ``p(terminated | next_obs)`` from the real ``terminated`` flags and use it to
             stop model rollouts, for envs with no registered termination function (a hand-written one is exact;
             prefer it where it exists).
@@ -63,6 +67,7 @@ class DynamicsModule(LightningModule):
         patience: int = 5,
         improvement_threshold: float = 0.01,
         max_epochs_per_train: int | None = None,
+        fused_optimizer: bool = True,
         learn_termination: bool = False,
         termination_steps: int = 500,
     ) -> None:
@@ -86,6 +91,7 @@ class DynamicsModule(LightningModule):
         self.holdout_ratio, self.max_holdout = holdout_ratio, max_holdout
         self.patience, self.improvement_threshold = patience, improvement_threshold
         self.max_epochs_per_train = max_epochs_per_train
+        self.fused_optimizer = fused_optimizer
         self.model = GaussianEnsemble(obs_dim + act_dim, 1 + obs_dim, ensemble_size, hidden_size, num_hidden_layers)
         self.register_buffer("elites", torch.arange(num_elites))
         self.termination_steps = termination_steps
@@ -96,9 +102,13 @@ class DynamicsModule(LightningModule):
         return self.termination is not None
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        optimizers = [torch.optim.Adam(self.model.parameters(), lr=self.lr)]
+        layers = self.model.layers
+        groups = [{"params": [layer.weight], "weight_decay": c} for c, layer in zip(self.weight_decay, layers)]
+        decayed = {id(layer.weight) for layer in layers}
+        groups.append({"params": [p for p in self.model.parameters() if id(p) not in decayed], "weight_decay": 0.0})
+        optimizers = [torch.optim.Adam(groups, lr=self.lr, fused=self.fused_optimizer)]
         if self.termination is not None:
-            optimizers.append(torch.optim.Adam(self.termination.parameters(), lr=self.lr))
+            optimizers.append(torch.optim.Adam(self.termination.parameters(), lr=self.lr, fused=self.fused_optimizer))
         return optimizers
 
     @torch.no_grad()
@@ -133,15 +143,13 @@ class DynamicsModule(LightningModule):
         return torch.cat([obs, action], -1), torch.cat([reward.reshape(-1, 1), next_obs - obs], -1)
 
     def loss(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """Total training loss and per-member NLL ``[E]`` on ``inputs [E, B, O+A]``, ``targets [E, B, 1+O]``."""
+        """Training loss and per-member NLL ``[E]`` on ``inputs [E, B, O+A]``, ``targets [E, B, 1+O]``.
+
+        The loss is ``sum_E NLL + logvar_bound_weight * logvar_bound_loss``; the L2 term is applied by the optimizer.
+        """
         mean, logvar = self.model(inputs)
         nll = gaussian_nll(mean, logvar, targets)
-        total = (
-            nll.sum()
-            + self.model.weight_decay_loss(self.weight_decay)
-            + self.logvar_bound_weight * self.model.logvar_bound_loss()
-        )
-        return total, nll
+        return nll.sum() + self.logvar_bound_weight * self.model.logvar_bound_loss(), nll
 
     @torch.no_grad()
     def holdout_mse(self, inputs: Tensor, targets: Tensor) -> Tensor:

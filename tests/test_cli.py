@@ -86,6 +86,32 @@ def test_same_seed_gives_the_same_run(logdir):
     torch.testing.assert_close(params[0], params[1])
 
 
+def test_bf16_mixed_precision_covers_sac_model_training_and_rollouts(logdir, monkeypatch):
+    """`--trainer.precision bf16-mixed` runs every network pass of the run under bf16 autocast."""
+    import callbacks.env_loop as env_loop
+    from mbpo_pl.dynamics import DynamicsModule
+    from mbpo_pl.sac import SACModule
+
+    seen: dict[str, list[bool]] = {"fit": [], "rollout": [], "sac": []}
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            seen[name].append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(DynamicsModule, "fit_ensemble", spy("fit", DynamicsModule.fit_ensemble))
+    monkeypatch.setattr(env_loop, "branched_rollout", spy("rollout", env_loop.branched_rollout))
+    monkeypatch.setattr(SACModule, "update", spy("sac", SACModule.update))
+    cli = main(["fit", "--config", TINY, "--trainer.precision", "bf16-mixed"])
+    assert seen["fit"] and seen["rollout"] and seen["sac"]
+    assert all(seen["fit"]) and all(seen["rollout"]) and all(seen["sac"]), seen
+    # Parameters stay float32 (mixed precision); the run finished with finite weights.
+    params = torch.cat([p.detach().flatten() for p in cli.model.parameters()])
+    assert params.dtype == torch.float32 and torch.isfinite(params).all()
+
+
 def test_mistyped_key_fails(logdir, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", TINY, "--model.sac.learning_rate", "0.1"])
@@ -130,6 +156,9 @@ def test_plot_and_report_commands(logdir, tmp_path, capsys):
         (["--data.real_ratio", "1.5"], "real_ratio=1.5 must be in [0, 1]"),
         (["--data.env_id", "CartPole-v1"], "needs continuous actions"),
         (["--data.env_id", "Hoper-v5"], "Did you mean: Hopper-v5"),
+        (["--data.real_buffer_size", "16"], "real_buffer_size=16 is smaller than one batch"),
+        (["--trainer.callbacks.init_args.init_random_steps", "20"], "Raise init_random_steps to at least 32"),
+        (["--trainer.callbacks.init_args.rollout_batch_size", "10"], "rollout_batch_size=10 model transitions"),
     ],
 )
 def test_bad_values_fail_with_the_reason(args, reason, logdir, capsys):

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -57,13 +58,32 @@ def test_normalizer_is_a_buffer_and_standardises():
     assert {"normalizer.mean", "normalizer.std"} <= set(model.state_dict())
 
 
-def test_weight_decay_loss_per_layer():
-    model = GaussianEnsemble(3, 2, ensemble_size=2, hidden_size=4, num_hidden_layers=2)
+def test_optimizer_weight_decay_equals_official_l2_term():
+    """Adam's per-layer ``weight_decay`` takes the same step as adding ``sum_l c_l ||W_l||^2 / 2`` to the loss."""
     coeffs = [0.1, 0.2, 0.3]
-    expected = sum(c * (layer.weight**2).sum() / 2 for c, layer in zip(coeffs, model.layers))
-    torch.testing.assert_close(model.weight_decay_loss(coeffs), expected)
-    with pytest.raises(ValueError, match="one per layer"):
-        model.weight_decay_loss([0.1])
+    torch.manual_seed(0)
+    module = DynamicsModule(3, 1, ensemble_size=2, num_elites=1, hidden_size=8, num_hidden_layers=2,
+                            weight_decay=coeffs)  # fmt: skip
+    reference = copy.deepcopy(module.model)
+    inputs, targets = torch.randn(2, 16, 4), torch.randn(2, 16, 4)
+
+    optimizer = module.configure_optimizers()[0]
+    loss, _ = module.loss(inputs, targets)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+    ref_optimizer = torch.optim.Adam(reference.parameters(), lr=module.lr)
+    mean, logvar = reference(inputs)
+    l2 = sum(c * (layer.weight**2).sum() / 2 for c, layer in zip(coeffs, reference.layers))
+    ref_loss = gaussian_nll(mean, logvar, targets).sum() + module.logvar_bound_weight * reference.logvar_bound_loss()
+    ref_optimizer.zero_grad()
+    (ref_loss + l2).backward()
+    ref_optimizer.step()
+    for (name, got), want in zip(module.model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, msg=name)
+    # Biases and the log-variance bounds are not decayed.
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [*coeffs, 0.0]
 
 
 def _linear_data(n=600, obs_dim=3, act_dim=1):

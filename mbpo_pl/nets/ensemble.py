@@ -118,7 +118,9 @@ class GaussianEnsemble(nn.Module):
         return [*self.hidden, self.head]
 
     def _split(self, out: Tensor) -> tuple[Tensor, Tensor]:
-        mean, raw_logvar = out.split(self.output_size, dim=-1)
+        # float32 from here on: under bf16 autocast only the matmuls run in bf16; the log-variance bounds, the
+        # loss and the sampled next states keep full precision.
+        mean, raw_logvar = out.float().split(self.output_size, dim=-1)
         return mean, soft_clamp_logvar(raw_logvar, self.min_logvar, self.max_logvar)
 
     def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
@@ -134,15 +136,6 @@ class GaussianEnsemble(nn.Module):
         for layer in self.hidden:
             h = F.silu(layer.forward_members(h, members))
         return self._split(self.head.forward_members(h, members))
-
-    def weight_decay_loss(self, coefficients: list[float]) -> Tensor:
-        """``sum_l c_l * ||W_l||^2 / 2`` per layer (TF ``l2_loss``, as the official code), summed over members."""
-        if len(coefficients) != len(self.layers):
-            raise ValueError(
-                f"weight_decay has {len(coefficients)} coefficients but the ensemble has {len(self.layers)} layers "
-                f"({len(self.hidden)} hidden + output): give one per layer."
-            )
-        return sum(c * layer.weight.square().sum() / 2 for c, layer in zip(coefficients, self.layers))
 
     def logvar_bound_loss(self) -> Tensor:
         """``sum(max_logvar) - sum(min_logvar)``: keeps the learned bounds tight (weighted 0.01 in the loss)."""
@@ -172,4 +165,4 @@ class TerminationClassifier(nn.Module):
         )  # fmt: skip
 
     def forward(self, next_obs: Tensor) -> Tensor:
-        return self.net(self.normalizer(next_obs)).squeeze(-1)
+        return self.net(self.normalizer(next_obs)).float().squeeze(-1)

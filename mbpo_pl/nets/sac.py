@@ -42,7 +42,7 @@ class TanhGaussianActor(nn.Module):
         self.net = mlp(obs_dim, hidden_size, 2 * act_dim, num_hidden_layers)
 
     def distribution_params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        mean, log_std = self.net(obs).float().chunk(2, dim=-1)  # float32 after the (maybe bf16) matmuls
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
@@ -84,4 +84,4 @@ class TwinQCritic(nn.Module):
         h = torch.cat([obs, action], dim=-1).expand(2, -1, -1)
         for layer in self.layers[:-1]:
             h = F.relu(layer(h))
-        return self.layers[-1](h).squeeze(-1)
+        return self.layers[-1](h).float().squeeze(-1)
