@@ -20,16 +20,20 @@ from pathlib import Path
 import gymnasium as gym
 import lightning
 import torch
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, Trainer
 from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
+from mbpo_pl.data import MBPODataModule
 from mbpo_pl.dynamics import DynamicsModule
+from mbpo_pl.envs import make_env
+from mbpo_pl.losses import alpha_loss, polyak_update, soft_q_target
 from mbpo_pl.nets.sac import TanhGaussianActor
-from mbpo_pl.rollout import branched_rollout
+from mbpo_pl.rollout import branched_rollout, make_transitions, rollout_length
 from mbpo_pl.sac import SACModule
 from mbpo_pl.system import MBPO
 from mbpo_pl.termination import get_termination_fn
+from mbpo_pl.utils import optimizer_step, own_optimizers
 
 OBS, ACT, BATCH, G = 11, 3, 256, 20  # Hopper-v5, paper settings
 
@@ -59,17 +63,68 @@ def random_batch(n: int) -> TensorDict:
     )  # fmt: skip
 
 
+class PlainDynamics(DynamicsModule):
+    """The plain formulation, for the ratios: L2 term computed in the loss every step, unfused Adam."""
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(self.model.parameters(), lr=self.lr)]
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total, nll = super().loss(inputs, targets)
+        l2 = sum(c * layer.weight.square().sum() / 2 for c, layer in zip(self.weight_decay, self.model.layers))
+        return total + l2, nll
+
+
+class PlainSAC(SACModule):
+    """The plain formulation, for the ratios: three unfused Adam optimizers stepped one after the other."""
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            torch.optim.Adam(self.critic.parameters(), lr=self.lr),
+            torch.optim.Adam(self.actor.parameters(), lr=self.lr),
+            torch.optim.Adam([self.log_alpha], lr=self.lr),
+        ]
+
+    def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        critic_opt, actor_opt, alpha_opt = own_optimizers(self)
+        obs, action, next_obs = batch["observation"], batch["action"], batch["next", "observation"]
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():
+            next_action, next_log_prob = self.actor(next_obs)
+            next_q = self.critic_target(next_obs, next_action)
+            reward, terminated = batch["next", "reward"].squeeze(-1), batch["next", "terminated"].squeeze(-1)
+            target_q = soft_q_target(reward, terminated, next_q, next_log_prob, alpha, self.gamma)
+        critic_loss = 0.5 * (self.critic(obs, action) - target_q).square().mean(dim=1).sum()
+        optimizer_step(self, critic_opt, critic_loss)
+        new_action, log_prob = self.actor(obs)
+        self.critic.requires_grad_(False)
+        actor_loss = (alpha * log_prob - self.critic(obs, new_action).min(dim=0).values).mean()
+        self.critic.requires_grad_(True)
+        optimizer_step(self, actor_opt, actor_loss)
+        optimizer_step(self, alpha_opt, alpha_loss(self.log_alpha, log_prob, self.target_entropy))
+        polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
+        return {"critic_loss": critic_loss.detach()}
+
+
+def _precision(fast: bool):
+    return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if fast else nullcontext
+
+
 def bench_sac(repeats: int) -> dict[str, float]:
+    """One SAC update: plain (three unfused Adam steps, fp32), fast in fp32 (two fused steps), fast in bf16."""
     results = {}
-    for name, context in (("fp32", nullcontext), ("bf16", lambda: torch.autocast("cpu", dtype=torch.bfloat16))):
-        sac = SACModule(OBS, ACT, target_entropy=-1)
+    for name, cls, bf16 in (("plain_fp32", PlainSAC, False), ("fast_fp32", SACModule, False),
+                            ("fast_bf16", SACModule, True)):  # fmt: skip
+        sac = cls(OBS, ACT, target_entropy=-1)
         batch = random_batch(BATCH)
+        context = _precision(bf16)
 
         def update(sac=sac, batch=batch, context=context) -> None:
             with context():
                 sac.update(batch)
 
         results[f"sac_update_ms_{name}"] = 1000 * timed(update, repeats)
+    results["sac_update_speedup"] = results["sac_update_ms_plain_fp32"] / results["sac_update_ms_fast_bf16"]
     return results
 
 
@@ -95,41 +150,71 @@ class _Data(LightningDataModule):
 
 
 def bench_trainer_overhead(env_steps: int) -> dict[str, float]:
-    """The same G SAC updates per env step: a raw loop over ``SACModule.update`` vs ``Trainer.fit`` on MBPO."""
-    torch.manual_seed(0)
-    model = MBPO(DynamicsModule(OBS, ACT), SACModule(OBS, ACT, target_entropy=-1))
+    """The same G SAC updates per env step: a raw loop over ``SACModule.update`` vs ``Trainer.fit`` on MBPO.
+
+    The Trainer carries 4 no-op callbacks (a real run has 4: checkpoint, evaluation, env loop, progress bar), since
+    Lightning dispatches the backward/optimizer-step hooks to every callback. Raw and Trainer rounds alternate
+    (best of 2 each) so that drift in the machine's speed does not land on one side.
+    """
+    results = {}
     batch = random_batch(G * BATCH).reshape(G, BATCH)
-    raw = SACModule(OBS, ACT, target_entropy=-1)
-    for minibatch in batch.unbind(0)[:3]:
-        raw.update(minibatch)
-    start = time.perf_counter()
-    for _ in range(env_steps):
-        for minibatch in batch.unbind(0):
-            raw.update(minibatch)
-    raw_seconds = time.perf_counter() - start
-    trainer = Trainer(
-        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-    )  # fmt: skip
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=_Data(env_steps))
-    trainer_seconds = time.perf_counter() - start
-    updates = env_steps * G
-    return {
-        "sac_updates_per_s_raw": updates / raw_seconds,
-        "sac_updates_per_s_trainer": updates / trainer_seconds,
-        "trainer_overhead_pct": 100 * (trainer_seconds / raw_seconds - 1),
-    }
+    for name, precision in (("fp32", "32-true"), ("bf16", "bf16-mixed")):
+        context = _precision(precision == "bf16-mixed")
+        raw_times, trainer_times = [], []
+        for _ in range(2):
+            torch.manual_seed(0)
+            raw = SACModule(OBS, ACT, target_entropy=-1)
+            with context():
+                for minibatch in batch.unbind(0)[:3]:
+                    raw.update(minibatch)
+                start = time.perf_counter()
+                for _ in range(env_steps):
+                    for minibatch in batch.unbind(0):
+                        raw.update(minibatch)
+            raw_times.append(time.perf_counter() - start)
+
+            model = MBPO(DynamicsModule(OBS, ACT), SACModule(OBS, ACT, target_entropy=-1))
+            trainer = Trainer(
+                max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, precision=precision,
+                callbacks=[Callback() for _ in range(4)],
+            )  # fmt: skip
+            data = _Data(env_steps + 3)
+            warm = _Warmup(3)
+            trainer.callbacks.append(warm)
+            trainer.fit(model, datamodule=data)
+            trainer_times.append(time.perf_counter() - warm.start)
+        raw_s, trainer_s = min(raw_times), min(trainer_times)
+        updates = env_steps * G
+        results[f"sac_updates_per_s_raw_{name}"] = updates / raw_s
+        results[f"sac_updates_per_s_trainer_{name}"] = updates / trainer_s
+        results[f"trainer_overhead_pct_{name}"] = 100 * (trainer_s / raw_s - 1)
+    return results
+
+
+class _Warmup(Callback):
+    """Starts the clock after ``steps`` training steps (excludes Trainer set-up and the first, slower steps)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.start = steps, 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if batch_idx == self.steps - 1:
+            self.start = time.perf_counter()
 
 
 def bench_ensemble(repeats: int, holdout: int = 5000) -> dict[str, float]:
+    """One ensemble training step (7 x 4 x 200, 256 per member): plain (L2 term in the loss, unfused Adam, fp32),
+    fast in fp32 (L2 in the optimizer, fused Adam), fast in bf16."""
     results = {}
-    module = DynamicsModule(OBS, ACT)
-    optimizer = torch.optim.Adam(module.model.parameters(), lr=1e-3)
     inputs, targets = torch.randn(7, BATCH, OBS + ACT), torch.randn(7, BATCH, OBS + 1)
-    for name, context in (("fp32", nullcontext), ("bf16", lambda: torch.autocast("cpu", dtype=torch.bfloat16))):
+    for name, cls, bf16 in (("plain_fp32", PlainDynamics, False), ("fast_fp32", DynamicsModule, False),
+                            ("fast_bf16", DynamicsModule, True)):  # fmt: skip
+        module = cls(OBS, ACT, fused_optimizer=cls is DynamicsModule)
+        optimizer = module.configure_optimizers()[0]
+        context = _precision(bf16)
 
-        def step(context=context) -> None:
+        def step(module=module, optimizer=optimizer, context=context) -> None:
             with context():
                 loss, _ = module.loss(inputs, targets)
             optimizer.zero_grad()
@@ -137,8 +222,18 @@ def bench_ensemble(repeats: int, holdout: int = 5000) -> dict[str, float]:
             optimizer.step()
 
         results[f"ensemble_train_step_ms_{name}"] = 1000 * timed(step, repeats)
+    results["ensemble_step_speedup"] = (
+        results["ensemble_train_step_ms_plain_fp32"] / results["ensemble_train_step_ms_fast_bf16"]
+    )
     h_in, h_tg = torch.randn(holdout, OBS + ACT), torch.randn(holdout, OBS + 1)
-    results["holdout_eval_ms"] = 1000 * timed(lambda: module.holdout_mse(h_in, h_tg), max(repeats // 4, 3))
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        context = _precision(bf16)
+
+        def evaluate(context=context) -> None:
+            with context():
+                module.holdout_mse(h_in, h_tg)
+
+        results[f"holdout_eval_ms_{name}"] = 1000 * timed(evaluate, max(repeats // 4, 3))
     return results
 
 
@@ -183,11 +278,166 @@ def bench_env(steps: int) -> dict[str, float]:
     return {"env_step_with_policy_ms": 1000 * (time.perf_counter() - start) / steps}
 
 
+# --------------------------------------------------------------------------- per 1000 env steps
+# Epochs per model-training call (early stopping decides them; they depend on the data, so they are not measured on
+# the random-policy data below). Means from a real Hopper-v5 run with the paper settings (seed 0, fp32):
+# the first call (5,000 random transitions, fresh model) ran 398 epochs; calls between 5k and 10k env steps 50 on
+# average; calls from 10k to 23k steps 16.5 (`dynamics/epochs` in its logs; README, Speed).
+FIRST_CALL_EPOCHS, EARLY_EPOCHS, LATE_EPOCHS = 398, 50.0, 16.5
+
+
+def hopper_transitions(n: int, seed: int = 0) -> TensorDict:
+    """``n`` real Hopper-v5 transitions from a uniform random policy (episodes reset on termination)."""
+    env = make_env("Hopper-v5")
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    rows = []
+    for _ in range(n):
+        action = env.action_space.sample()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        rows.append((obs, action, reward, next_obs, terminated))
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    env.close()
+    o, a, r, n_o, t = (torch.as_tensor(__import__("numpy").array(c), dtype=torch.float32) for c in zip(*rows))
+    return make_transitions(o, a, r, n_o, t.bool(), torch.zeros_like(t, dtype=torch.bool))
+
+
+def per_1000_env_steps(real: TensorDict, k: int, fast: bool, epochs: float, sac_env_steps: int) -> dict[str, float]:
+    """Wall seconds per 1000 Hopper env steps with the paper settings, split by phase.
+
+    ``real`` is the real buffer's content (its size sets the model-training cost); ``k`` the rollout length.
+    Per 1000 env steps: 4 model-training calls of ``epochs`` epochs (timed over 2 and scaled), 4 rollouts of
+    100,000 start states for ``k`` steps, 1000 env steps each followed by one ``[G, 256]`` sample of both buffers
+    and G = 20 SAC updates (timed over ``sac_env_steps`` and scaled), and one 5-episode evaluation counted at its
+    longest (5 x 1000 steps). The plain path is fp32 with unfused Adam, three SAC optimizer steps, the L2 term in
+    the loss and rollouts that run every state through all 7 members; the fast path is bf16 autocast (Lightning's
+    ``bf16-mixed``), fused Adam, the L2 term in the optimizer, one optimizer step for actor + temperature, and
+    chosen-elite rollouts.
+    """
+    context = _precision(fast)
+    torch.manual_seed(0)
+    obs, action = real["observation"], real["action"]
+    dynamics = (DynamicsModule if fast else PlainDynamics)(
+        OBS, ACT, patience=10**6, max_epochs_per_train=2, fused_optimizer=fast
+    )
+    inputs, targets = dynamics.make_dataset(obs, action, real["next", "reward"], real["next", "observation"])
+    start = time.perf_counter()
+    with context():
+        dynamics.fit_ensemble(inputs, targets)
+    epoch_s = (time.perf_counter() - start) / 2
+    model_s = 4 * epochs * epoch_s
+
+    actor = TanhGaussianActor(OBS, ACT)
+    done = get_termination_fn("Hopper-v5")
+    start_obs = obs[torch.randint(obs.shape[0], (100_000,))]
+    start = time.perf_counter()
+    with context():
+        result = branched_rollout(dynamics.model, actor, dynamics.elites, done, start_obs, k)
+    rollout_s = time.perf_counter() - start
+    alive = result.steps_alive.sum().item()
+    if not fast:  # the plain formulation: every state through all 7 members, then pick; same number of states
+        model = dynamics.model
+
+        @torch.no_grad()
+        def all_members_step(n: int = 100_000) -> None:
+            x = torch.cat([start_obs[:n], actor.act(start_obs[:n])], -1).expand(7, -1, -1)
+            mean, logvar = model(x)
+            choice = dynamics.elites[torch.randint(5, (n,))]
+            picked = (
+                mean[choice, torch.arange(n)] + torch.randn(n, OBS + 1) * (0.5 * logvar[choice, torch.arange(n)]).exp()
+            )
+            done(start_obs[:n] + picked[:, 1:])
+
+        rollout_s = timed(all_members_step, 1, warmup=1) * alive / 100_000
+    rollout_s *= 4
+
+    data = MBPODataModule("Hopper-v5", updates_per_step=G, batch_size=BATCH, real_buffer_size=real.shape[0])
+    data.setup("fit")
+    data.add_real(real)
+    data.resize_model_buffer(400_000)
+    data.add_model(result.transitions[:400_000])
+    sac = SACModule(OBS, ACT, target_entropy=-1) if fast else PlainSAC(OBS, ACT, target_entropy=-1)
+
+    def sac_env_step() -> None:
+        with context():
+            for minibatch in data.sample_sac_batches().unbind(0):
+                sac.update(minibatch)
+
+    sac_s = 1000 * timed(sac_env_step, sac_env_steps, warmup=2)
+    env_ms = bench_env(1000)["env_step_with_policy_ms"]
+    row = {
+        "sac": sac_s,
+        "model_train": model_s,
+        "rollout": rollout_s,
+        "env": env_ms,  # 1000 steps x ms per step = seconds
+        "eval": 5 * env_ms,
+        "model_epoch_s": epoch_s,
+        "rollout_alive_states": alive,
+    }
+    row["total"] = sum(row[key] for key in ("sac", "model_train", "rollout", "env", "eval"))
+    return row
+
+
+def project_hopper_run(
+    early: dict, late: dict, early_n: int, late_n: int, late_k: int, total_steps: int = 125_000
+) -> float:
+    """Projected wall hours of a full Hopper run from the early/late rows: model-epoch time interpolated linearly
+    in the buffer size, rollout time linearly in ``k`` (schedule [20, 100, 1, 15]), epochs per call as above."""
+    hours = 0.0
+
+    def interpolate(key: str, x: float, x0: float, x1: float) -> float:
+        return early[key] + (late[key] - early[key]) * (x - x0) / (x1 - x0)
+
+    fixed = early["sac"] + early["env"] + early["eval"]  # per 1000 env steps, independent of the buffer
+    for call, step in enumerate(range(5000, total_steps, 250)):
+        epochs = FIRST_CALL_EPOCHS if call == 0 else (EARLY_EPOCHS if step < 10_000 else LATE_EPOCHS)
+        k = rollout_length((step - 5000) // 1000, 20, 100, 1, 15)
+        hours += (
+            interpolate("model_epoch_s", step, early_n, late_n) * epochs
+            + interpolate("rollout", k, 1, late_k) / 4
+            + fixed / 4
+        ) / 3600
+    return hours
+
+
+def bench_per_1000(quick: bool) -> dict[str, float]:
+    sizes = {"early": (5_000, 1), "late": (100_000 if not quick else 20_000, 15 if not quick else 3)}
+    transitions = hopper_transitions(max(n for n, _ in sizes.values()))
+    results: dict[str, float] = {}
+    rows: dict[str, dict] = {}
+    for stage, (n, k) in sizes.items():
+        epochs = EARLY_EPOCHS if stage == "early" else LATE_EPOCHS
+        for path in ("plain", "fast"):
+            rows[f"{stage}_{path}"] = row = per_1000_env_steps(
+                transitions[-n:], k, fast=path == "fast", epochs=epochs, sac_env_steps=5 if quick else 25
+            )
+            for key, value in row.items():
+                results[f"per1000_{stage}_{path}_{key}"] = value
+        results[f"per1000_{stage}_speedup"] = rows[f"{stage}_plain"]["total"] / rows[f"{stage}_fast"]["total"]
+    for path in ("plain", "fast"):
+        results[f"projected_hopper_125k_hours_{path}"] = project_hopper_run(
+            rows[f"early_{path}"], rows[f"late_{path}"], sizes["early"][0], sizes["late"][0], sizes["late"][1]
+        )
+    print_per_1000_table(rows, sizes)
+    return results
+
+
+def print_per_1000_table(rows: dict[str, dict], sizes: dict[str, tuple[int, int]]) -> None:
+    keys = ("sac", "model_train", "rollout", "env", "eval", "total")
+    print("wall seconds per 1000 Hopper env steps (paper settings)")
+    print(f"{'':<22}" + "".join(f"{key:>12}" for key in keys))
+    for name, row in rows.items():
+        stage = name.split("_")[0]
+        label = f"{name} (N={sizes[stage][0] // 1000}k, k={sizes[stage][1]})"
+        print(f"{label:<22}" + "".join(f"{row[key]:12.1f}" for key in keys))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier figures)")
+    parser.add_argument("--skip-per-1000", action="store_true", help="only the component timings (about 2 minutes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
@@ -198,9 +448,8 @@ def main() -> None:
     results.update(bench_ensemble(int(100 * scale) or 5))
     results.update(bench_rollout(100_000, 3 if not args.quick else 1))
     results.update(bench_env(int(2000 * scale) or 50))
-    # Per 1000 env steps: 20,000 SAC updates, plus one model-training call per 250 steps (4 per 1000 steps).
-    results["sac_s_per_1000_env_steps_fp32"] = 1000 * G * results["sac_update_ms_fp32"] / 1000
-    results["sac_s_per_1000_env_steps_bf16"] = 1000 * G * results["sac_update_ms_bf16"] / 1000
+    if not args.skip_per_1000:
+        results.update(bench_per_1000(args.quick))
     meta = {
         "threads": args.threads,
         "torch": torch.__version__,

@@ -89,7 +89,9 @@ def branched_rollout(
         inputs = torch.cat([obs, action], dim=-1)
         per_member = -(-n // num_elites)  # ceil
         perm = torch.randperm(n, device=obs.device)
-        padded = torch.cat([perm, perm[: per_member * num_elites - n]])  # pad by repeating; padded rows discarded
+        # Pad to num_elites * per_member rows by cycling through perm (n may be smaller than the padding itself);
+        # padded rows are discarded below.
+        padded = perm[torch.arange(per_member * num_elites, device=obs.device) % n]
         grouped = inputs[padded].reshape(num_elites, per_member, -1)
         mean, logvar = ensemble.forward_members(grouped, elites)
         sample = mean + torch.randn_like(mean) * (0.5 * logvar).exp()

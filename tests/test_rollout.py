@@ -76,3 +76,14 @@ def test_nonfinite_predictions_are_dropped_and_counted():
         ensemble.head.bias[0, 0, 1] = float("nan")
     result = branched_rollout(ensemble, actor, torch.tensor([0]), lambda o: o[:, 0] > 1e9, torch.randn(10, 2), 2)
     assert result.transitions.shape[0] == 0 and int(result.dropped_nonfinite) == 10
+
+
+def test_rollout_with_fewer_alive_states_than_elites():
+    """When only a few rollouts survive (fewer than half the elites), every survivor still gets one prediction."""
+    torch.manual_seed(0)
+    ensemble, actor = _models(ensemble_size=7)
+    for n in (1, 2, 3, 6):
+        result = branched_rollout(ensemble, actor, torch.arange(5), lambda o: o[:, 0] > 1e9, torch.randn(n, 2), 3)
+        assert result.steps_alive.tolist() == [n, n, n]
+        assert result.transitions.shape[0] == 3 * n
+        assert torch.isfinite(result.transitions["next", "observation"]).all()

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import torch
@@ -95,3 +96,45 @@ def test_sac_update_moves_every_network_and_the_targets_by_polyak():
 def test_target_entropy_default_is_minus_action_dim():
     assert SACModule(3, 4).target_entropy == -4.0
     assert SACModule(3, 4, target_entropy=-0.05).target_entropy == -0.05
+
+
+def test_update_equals_the_textbook_sequence_of_separate_steps():
+    """Critic step, then actor and temperature as two separate Adam steps (critic frozen), then Polyak: the
+    module's fused formulation (twin critics in one matmul, one optimizer for actor + temperature, fused Adam)
+    must give the same parameters."""
+    torch.manual_seed(0)
+    sac = SACModule(3, 2, hidden_size=16, tau=0.1)
+    ref = copy.deepcopy(sac)
+    batch = _batch()
+    opts = [torch.optim.Adam(params, lr=ref.lr) for params in
+            (ref.critic.parameters(), ref.actor.parameters(), [ref.log_alpha])]  # fmt: skip
+    critic_opt, actor_opt, alpha_opt = opts
+
+    torch.manual_seed(1)
+    sac.update(batch)
+
+    torch.manual_seed(1)
+    obs, action, next_obs = batch["observation"], batch["action"], batch["next", "observation"]
+    alpha = ref.log_alpha.exp().detach()
+    with torch.no_grad():
+        next_action, next_log_prob = ref.actor(next_obs)
+        y = soft_q_target(batch["next", "reward"].squeeze(-1), batch["next", "terminated"].squeeze(-1),
+                          ref.critic_target(next_obs, next_action), next_log_prob, alpha, ref.gamma)  # fmt: skip
+    critic_loss = 0.5 * (ref.critic(obs, action) - y).square().mean(dim=1).sum()
+    critic_opt.zero_grad()
+    critic_loss.backward()
+    critic_opt.step()
+    new_action, log_prob = ref.actor(obs)
+    actor_loss = (alpha * log_prob - ref.critic(obs, new_action).min(dim=0).values).mean()
+    actor_opt.zero_grad()
+    actor_loss.backward()
+    actor_opt.step()
+    alpha_opt.zero_grad()
+    alpha_loss(ref.log_alpha, log_prob, ref.target_entropy).backward()
+    alpha_opt.step()
+    polyak_update(ref.critic_target.parameters(), ref.critic.parameters(), ref.tau)
+
+    for (name, got), want in zip(sac.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(got, want, msg=name)
+    for got, want in zip(sac.critic_target.parameters(), ref.critic_target.parameters()):
+        torch.testing.assert_close(got, want)
