@@ -18,9 +18,11 @@ from mbpo_pl.utils import optimizer_step, own_optimizers
 class SACModule(LightningModule):
     """SAC on ``[-1, 1]`` actions, trained by manual optimization.
 
-    Two Adam optimizers: the critics, and the actor together with the temperature (their losses share no
-    parameter, so one backward of their sum and one step give exactly the two separate updates, with one
-    optimizer step fewer per update).
+    Critics, actor and temperature are updated simultaneously from the same parameters, as in the official MBPO
+    code (softlearning runs the three update ops together): their three losses touch disjoint parameters (the
+    actor's critic pass uses detached critic weights, the temperature loss a detached log-prob, the actor loss a
+    detached alpha), so one backward of their sum and one Adam step give exactly the three separate gradient steps,
+    with one backward, one optimizer step and, under DDP, one all-reduce per update.
 
     Args:
         obs_dim: observation size (linked from the env).
@@ -60,15 +62,12 @@ class SACModule(LightningModule):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        fused = self.fused_optimizer
-        return [
-            torch.optim.Adam([*self.actor.parameters(), self.log_alpha], lr=self.lr, fused=fused),
-            torch.optim.Adam(self.critic.parameters(), lr=self.lr, fused=fused),
-        ]
+        params = [*self.critic.parameters(), *self.actor.parameters(), self.log_alpha]
+        return [torch.optim.Adam(params, lr=self.lr, fused=self.fused_optimizer)]
 
     def update(self, batch: TensorDict) -> dict[str, Tensor]:
         """One SAC update on a ``[B]`` transition batch; returns detached scalar statistics (no host sync)."""
-        actor_opt, critic_opt = own_optimizers(self)
+        (optimizer,) = own_optimizers(self)
         obs, action = batch["observation"], batch["action"]
         reward = batch["next", "reward"].squeeze(-1)
         terminated = batch["next", "terminated"].squeeze(-1)
@@ -83,17 +82,12 @@ class SACModule(LightningModule):
             )
         q = self.critic(obs, action)
         critic_loss = 0.5 * (q - target_q).square().mean(dim=1).sum()
-        optimizer_step(self, critic_opt, critic_loss)
-
-        # Actor: maximise min-Q minus the entropy cost. The critic is frozen for this pass (no wasted weight grads).
-        # Temperature: its loss sees log_prob detached and the actor loss sees alpha detached, so one step on the
-        # sum updates each exactly as two separate steps would.
+        # Actor: maximise min-Q minus the entropy cost, through frozen (detached) critic weights.
         new_action, log_prob = self.actor(obs)
-        self.critic.requires_grad_(False)
-        actor_loss = (alpha * log_prob - self.critic(obs, new_action).min(dim=0).values).mean()
-        self.critic.requires_grad_(True)
+        actor_loss = (alpha * log_prob - self.critic(obs, new_action, frozen=True).min(dim=0).values).mean()
+        # Temperature.
         temperature_loss = alpha_loss(self.log_alpha, log_prob, self.target_entropy)
-        optimizer_step(self, actor_opt, actor_loss + temperature_loss)
+        optimizer_step(self, optimizer, critic_loss + actor_loss + temperature_loss)
 
         polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
         return {

@@ -1,7 +1,7 @@
 """``MBPO``: the root LightningModule composing the dynamics ensemble and SAC under one Trainer.
 
 Both children are LightningModules with manual optimization; this root owns the optimizers the Trainer's
-strategy manages (SAC's two, then the ensemble's one or two), runs the SAC updates in ``training_step`` and exposes
+strategy manages (SAC's one, then the ensemble's one or two), runs the SAC updates in ``training_step`` and exposes
 the ensemble training that the env-loop callback triggers once per epoch (model-training period).
 """
 

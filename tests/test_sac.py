@@ -98,17 +98,16 @@ def test_target_entropy_default_is_minus_action_dim():
     assert SACModule(3, 4, target_entropy=-0.05).target_entropy == -0.05
 
 
-def test_update_equals_the_textbook_sequence_of_separate_steps():
-    """Critic step, then actor and temperature as two separate Adam steps (critic frozen), then Polyak: the
-    module's fused formulation (twin critics in one matmul, one optimizer for actor + temperature, fused Adam)
-    must give the same parameters."""
+def test_update_equals_three_separate_steps_from_the_same_parameters():
+    """Critic, actor and temperature each take their own Adam step on their own loss, all computed from the
+    pre-update parameters (the official code's simultaneous update); the module's single backward of the summed
+    losses through one (fused) optimizer must give the same parameters."""
     torch.manual_seed(0)
     sac = SACModule(3, 2, hidden_size=16, tau=0.1)
     ref = copy.deepcopy(sac)
     batch = _batch()
-    opts = [torch.optim.Adam(params, lr=ref.lr) for params in
-            (ref.critic.parameters(), ref.actor.parameters(), [ref.log_alpha])]  # fmt: skip
-    critic_opt, actor_opt, alpha_opt = opts
+    critic_opt, actor_opt, alpha_opt = (torch.optim.Adam(params, lr=ref.lr) for params in
+                                        (ref.critic.parameters(), ref.actor.parameters(), [ref.log_alpha]))  # fmt: skip
 
     torch.manual_seed(1)
     sac.update(batch)
@@ -121,20 +120,29 @@ def test_update_equals_the_textbook_sequence_of_separate_steps():
         y = soft_q_target(batch["next", "reward"].squeeze(-1), batch["next", "terminated"].squeeze(-1),
                           ref.critic_target(next_obs, next_action), next_log_prob, alpha, ref.gamma)  # fmt: skip
     critic_loss = 0.5 * (ref.critic(obs, action) - y).square().mean(dim=1).sum()
-    critic_opt.zero_grad()
-    critic_loss.backward()
-    critic_opt.step()
     new_action, log_prob = ref.actor(obs)
     actor_loss = (alpha * log_prob - ref.critic(obs, new_action).min(dim=0).values).mean()
-    actor_opt.zero_grad()
-    actor_loss.backward()
-    actor_opt.step()
-    alpha_opt.zero_grad()
-    alpha_loss(ref.log_alpha, log_prob, ref.target_entropy).backward()
-    alpha_opt.step()
+    temperature_loss = alpha_loss(ref.log_alpha, log_prob, ref.target_entropy)
+    critic_grads = torch.autograd.grad(critic_loss, list(ref.critic.parameters()))
+    actor_grads = torch.autograd.grad(actor_loss, list(ref.actor.parameters()))
+    (alpha_grad,) = torch.autograd.grad(temperature_loss, [ref.log_alpha])
+    for optimizer, module_params, grads in ((critic_opt, list(ref.critic.parameters()), critic_grads),
+                                            (actor_opt, list(ref.actor.parameters()), actor_grads),
+                                            (alpha_opt, [ref.log_alpha], [alpha_grad])):  # fmt: skip
+        for param, grad in zip(module_params, grads):
+            param.grad = grad
+        optimizer.step()
     polyak_update(ref.critic_target.parameters(), ref.critic.parameters(), ref.tau)
 
     for (name, got), want in zip(sac.named_parameters(), ref.parameters()):
         torch.testing.assert_close(got, want, msg=name)
     for got, want in zip(sac.critic_target.parameters(), ref.critic_target.parameters()):
         torch.testing.assert_close(got, want)
+
+
+def test_frozen_critic_pass_gives_action_gradients_only():
+    critic = TwinQCritic(3, 2, hidden_size=8)
+    action = torch.randn(4, 2, requires_grad=True)
+    critic(torch.randn(4, 3), action, frozen=True).sum().backward()
+    assert action.grad is not None and action.grad.abs().sum() > 0
+    assert all(p.grad is None for p in critic.parameters())

@@ -35,7 +35,10 @@ class EnsembleLinear(nn.Module):
         nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
         nn.init.zeros_(self.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, frozen: bool = False) -> Tensor:
+        """``frozen``: use detached weights, so gradients reach ``x`` but not this layer's parameters."""
+        if frozen:
+            return torch.baddbmm(self.bias.detach(), x, self.weight.detach())
         return torch.baddbmm(self.bias, x, self.weight)
 
     def forward_members(self, x: Tensor, members: Tensor) -> Tensor:

@@ -64,7 +64,8 @@ class TanhGaussianActor(nn.Module):
 class TwinQCritic(nn.Module):
     """Two Q networks fused into one ensemble of 2 (one batched matmul per layer).
 
-    ``forward(obs [B, O], action [B, A]) -> q [2, B]``.
+    ``forward(obs [B, O], action [B, A], frozen=False) -> q [2, B]``; ``frozen=True`` evaluates with detached
+    weights (gradients flow to the action only: the actor's pass).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 256, num_hidden_layers: int = 2) -> None:
@@ -80,8 +81,8 @@ class TwinQCritic(nn.Module):
                     layer.weight[member].copy_(w.T)
                     layer.bias[member].uniform_(-bound, bound)
 
-    def forward(self, obs: Tensor, action: Tensor) -> Tensor:
+    def forward(self, obs: Tensor, action: Tensor, frozen: bool = False) -> Tensor:
         h = torch.cat([obs, action], dim=-1).expand(2, -1, -1)
         for layer in self.layers[:-1]:
-            h = F.relu(layer(h))
-        return self.layers[-1](h).float().squeeze(-1)
+            h = F.relu(layer(h, frozen))
+        return self.layers[-1](h, frozen).float().squeeze(-1)
