@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
@@ -41,14 +42,26 @@ class LogConfigCallback(SaveConfigCallback):
             logger.log_hyperparams(hparams)
 
 
+def share_cpu_threads(trainer: Trainer) -> int:
+    """Split torch's default thread count among the processes of a multi-process CPU run on this node.
+
+    Every process (DDP rank) would otherwise start one OpenMP thread per core, oversubscribing the machine; on GPU
+    runs and single-process runs the default stays. Returns the threads this process now uses.
+    """
+    if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // trainer.num_devices))
+    return torch.get_num_threads()
+
+
 class MBPOCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
         parser.add_argument(
             "--torch_threads",
             type=int | None,
             default=None,
-            help="torch intra-op threads per process (None: torch's default). Use 1 when other CPU-heavy "
-            "processes share the cores: oversubscribed OpenMP threads spin and slow updates by ~100x.",
+            help="torch intra-op threads per process (None: torch's default, divided among the processes of a "
+            "multi-process CPU run). Use 1 when other CPU-heavy processes share the cores: oversubscribed OpenMP "
+            "threads spin and slow updates by ~100x.",
         )
         # Observation/action sizes come from the env, never from the user.
         for child in ("dynamics", "sac"):
@@ -73,6 +86,10 @@ class MBPOCLI(LightningCLI):
             if threads < 1:
                 raise ValueError(f"--torch_threads={threads} must be >= 1")
             torch.set_num_threads(threads)
+
+    def before_fit(self) -> None:
+        if self.config.get(self.subcommand, self.config).get("torch_threads") is None:
+            share_cpu_threads(self.trainer)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> MBPOCLI:

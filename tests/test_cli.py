@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from callbacks import Evaluation, MBPOLoop, MBPOProgressBar
-from mbpo_pl.cli import main
+from mbpo_pl.cli import main, share_cpu_threads
 
 CONFIGS = sorted(Path(__file__).parents[1].joinpath("conf").glob("*.yaml"))
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
@@ -110,6 +110,20 @@ def test_bf16_mixed_precision_covers_sac_model_training_and_rollouts(logdir, mon
     # Parameters stay float32 (mixed precision); the run finished with finite weights.
     params = torch.cat([p.detach().flatten() for p in cli.model.parameters()])
     assert params.dtype == torch.float32 and torch.isfinite(params).all()
+
+
+def test_cpu_threads_are_shared_among_ddp_processes():
+    from lightning.pytorch import Trainer
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert share_cpu_threads(Trainer(accelerator="cpu", devices=1, logger=False)) == 4
+        assert share_cpu_threads(Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)) == 2
+        torch.set_num_threads(1)
+        assert share_cpu_threads(Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)) == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_mistyped_key_fails(logdir, capsys):
