@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import lightning
+import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from tensordict import TensorDict
@@ -238,27 +239,24 @@ def bench_ensemble(repeats: int, holdout: int = 5000) -> dict[str, float]:
     return results
 
 
+@torch.no_grad()
+def all_members_rollout_step(model, actor, elites, done, obs: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    """One rollout step in the plain formulation: every member on every state, then pick each state's elite."""
+    n = obs.shape[0]
+    mean, logvar = model(torch.cat([obs, actor.act(obs)], -1).expand(model.ensemble_size, -1, -1))
+    choice, rows = elites[torch.randint(elites.numel(), (n,))], torch.arange(n)
+    picked = mean[choice, rows] + torch.randn(n, OBS + 1) * (0.5 * logvar[choice, rows]).exp()
+    return done(obs + picked[:, 1:])
+
+
 def bench_rollout(states: int, repeats: int) -> dict[str, float]:
     module = DynamicsModule(OBS, ACT)
     actor = TanhGaussianActor(OBS, ACT)
     done = get_termination_fn("Hopper-v5")
     start_obs = torch.randn(states, OBS) * 0.1 + torch.tensor([1.25] + [0.0] * (OBS - 1))
     elites = torch.arange(5)
-
-    @torch.no_grad()
-    def all_members_step() -> None:  # the plain formulation: every member on every state, then pick
-        action = actor.act(start_obs)
-        inputs = torch.cat([start_obs, action], -1).expand(7, -1, -1)
-        mean, logvar = module.model(inputs)
-        choice = elites[torch.randint(5, (states,))]
-        picked = (
-            mean[choice, torch.arange(states)]
-            + torch.randn(states, OBS + 1) * (0.5 * logvar[choice, torch.arange(states)]).exp()
-        )
-        done(start_obs + picked[:, 1:])
-
     chosen = timed(lambda: branched_rollout(module.model, actor, elites, done, start_obs, 1), repeats, warmup=1)
-    plain = timed(all_members_step, repeats, warmup=1)
+    plain = timed(lambda: all_members_rollout_step(module.model, actor, elites, done, start_obs), repeats, warmup=1)
     return {
         f"rollout_step_s_{states // 1000}k_chosen_elite": chosen,
         f"rollout_step_s_{states // 1000}k_all_members": plain,
@@ -299,7 +297,7 @@ def hopper_transitions(n: int, seed: int = 0) -> TensorDict:
         rows.append((obs, action, reward, next_obs, terminated))
         obs = env.reset()[0] if terminated or truncated else next_obs
     env.close()
-    o, a, r, n_o, t = (torch.as_tensor(__import__("numpy").array(c), dtype=torch.float32) for c in zip(*rows))
+    o, a, r, n_o, t = (torch.as_tensor(np.array(column), dtype=torch.float32) for column in zip(*rows))
     return make_transitions(o, a, r, n_o, t.bool(), torch.zeros_like(t, dtype=torch.bool))
 
 
@@ -342,20 +340,9 @@ def per_1000_env_steps(real: TensorDict, k: int, fast: bool, epochs: float, sac_
         result = branched_rollout(dynamics.model, actor, dynamics.elites, done, start_obs, k)
     rollout_s = time.perf_counter() - start
     alive = result.steps_alive.sum().item()
-    if not fast:  # the plain formulation: every state through all 7 members, then pick; same number of states
-        model = dynamics.model
-
-        @torch.no_grad()
-        def all_members_step(n: int = 100_000) -> None:
-            x = torch.cat([start_obs[:n], actor.act(start_obs[:n])], -1).expand(7, -1, -1)
-            mean, logvar = model(x)
-            choice = dynamics.elites[torch.randint(5, (n,))]
-            picked = (
-                mean[choice, torch.arange(n)] + torch.randn(n, OBS + 1) * (0.5 * logvar[choice, torch.arange(n)]).exp()
-            )
-            done(start_obs[:n] + picked[:, 1:])
-
-        rollout_s = timed(all_members_step, 1, warmup=1) * alive / 100_000
+    if not fast:  # the plain formulation on the same number of states
+        step_s = timed(lambda: all_members_rollout_step(dynamics.model, actor, dynamics.elites, done, start_obs), 1)
+        rollout_s = step_s * alive / 100_000
     rollout_s *= 4
 
     data = MBPODataModule("Hopper-v5", updates_per_step=G, batch_size=BATCH, real_buffer_size=real.shape[0])
