@@ -171,7 +171,7 @@ def test_plot_and_report_commands(logdir, tmp_path, capsys):
         (["--data.env_id", "CartPole-v1"], "needs continuous actions"),
         (["--data.env_id", "Hoper-v5"], "Did you mean: Hopper-v5"),
         (["--data.real_buffer_size", "16"], "real_buffer_size=16 is smaller than one batch"),
-        (["--trainer.callbacks.init_args.init_random_steps", "20"], "Raise init_random_steps to at least 32"),
+        (["--trainer.callbacks.init_args.init_random_steps", "5"], "Raise init_random_steps to at least 8"),
         (["--trainer.callbacks.init_args.rollout_batch_size", "10"], "rollout_batch_size=10 model transitions"),
     ],
 )
