@@ -133,13 +133,14 @@ class MBPOLoop(Callback):
     def _check_batches_fit(self, data: MBPODataModule, world_size: int) -> None:
         """Refuse settings whose buffers cannot give a full batch when training starts."""
         first_real = self.init_random_steps // world_size  # real transitions per rank at the first model training
-        if first_real < max(data.num_real, 2):
+        needed = max(data.num_real, 2)  # the real rows of one SAC batch; 2 for the model's holdout split
+        if first_real < needed:
             raise ValueError(
                 f"MBPOLoop.init_random_steps={self.init_random_steps} gives each of the {world_size} process(es) "
                 f"{first_real} real transitions before training starts, fewer than the {data.num_real} real rows of "
                 f"one SAC batch (data.batch_size={data.batch_size} x real_ratio={data.real_ratio}; at least 2 for "
                 f"the model's holdout split). Raise init_random_steps to at least "
-                f"{max(data.num_real, 2) * world_size} or lower data.batch_size / data.real_ratio."
+                f"{needed * world_size} or lower data.batch_size / data.real_ratio."
             )
         model_rows = data.batch_size - data.num_real
         if self.rollout_batch_size < model_rows:

@@ -81,15 +81,18 @@ class MBPOCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def before_instantiate_classes(self) -> None:
-        threads = self.config.get(self.subcommand, self.config).get("torch_threads")
+        threads = self._torch_threads()
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"--torch_threads={threads} must be >= 1")
             torch.set_num_threads(threads)
 
     def before_fit(self) -> None:
-        if self.config.get(self.subcommand, self.config).get("torch_threads") is None:
+        if self._torch_threads() is None:
             share_cpu_threads(self.trainer)
+
+    def _torch_threads(self) -> int | None:
+        return self.config.get(self.subcommand, self.config).get("torch_threads")
 
 
 def main(args: list[str] | None = None, run: bool = True) -> MBPOCLI:
