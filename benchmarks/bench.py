@@ -1,9 +1,10 @@
 """Component timings of mbpo_pl at Hopper-v5 sizes, printed as a table and written as JSON.
 
-    python benchmarks/bench.py [--threads 2] [--out benchmarks/results.json] [--quick]
+    python benchmarks/bench.py [--device cpu|cuda] [--threads 2] [--out benchmarks/results.json] [--quick]
 
-Each speed ratio compares two paths measured in this same run. Run on a quiet machine: any other CPU-heavy
-process makes torch's OpenMP threads spin and the figures meaningless.
+Each speed ratio compares two paths measured in this same run. bf16 runs under Lightning's own ``bf16-mixed``
+precision plugin (autocast without the weight-cast cache), exactly as ``--trainer.precision bf16-mixed`` trains.
+Run on a quiet machine: any other CPU-heavy process makes torch's OpenMP threads spin and the figures meaningless.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import lightning
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning.pytorch.plugins.precision import MixedPrecision
 from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -37,6 +39,12 @@ from mbpo_pl.termination import get_termination_fn
 from mbpo_pl.utils import optimizer_step, own_optimizers
 
 OBS, ACT, BATCH, G = 11, 3, 256, 20  # Hopper-v5, paper settings
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
@@ -45,9 +53,11 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
         fn()
     rounds = []
     for _ in range(3):
+        sync()
         start = time.perf_counter()
         for _ in range(repeats):
             fn()
+        sync()
         rounds.append((time.perf_counter() - start) / repeats)
     return sorted(rounds)[1]
 
@@ -61,7 +71,7 @@ def random_batch(n: int) -> TensorDict:
                      "terminated": torch.rand(n, 1) < 0.01},
         },
         batch_size=[n],
-    )  # fmt: skip
+    ).to(DEVICE)  # fmt: skip
 
 
 class PlainDynamics(DynamicsModule):
@@ -108,25 +118,45 @@ class PlainSAC(SACModule):
 
 
 def _precision(fast: bool):
-    return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if fast else nullcontext
+    """The context a Trainer with ``precision="bf16-mixed"`` (fast) or ``"32-true"`` runs its passes in.
+
+    Lightning's autocast disables the weight-cast cache (a cached bf16 copy would go stale after every in-place
+    optimizer step inside the context), so every pass casts its weights afresh; the figures include that cost.
+    """
+    return MixedPrecision("bf16-mixed", DEVICE.type).forward_context if fast else nullcontext
+
+
+def _variants(plain: type, fast: type) -> list[tuple[str, type, bool, dict]]:
+    """(name, class, bf16, extra constructor args): plain fp32, fast fp32, fast bf16, and on CUDA fast bf16 with
+    the training steps replayed as CUDA graphs."""
+    variants = [("plain_fp32", plain, False, {}), ("fast_fp32", fast, False, {}), ("fast_bf16", fast, True, {})]
+    if DEVICE.type == "cuda":
+        variants.append(("fast_bf16_graph", fast, True, {"cuda_graphs": True}))
+    return variants
+
+
+def fastest(results: dict[str, float], prefix: str) -> str:
+    return "fast_bf16_graph" if f"{prefix}_fast_bf16_graph" in results else "fast_bf16"
 
 
 def bench_sac(repeats: int) -> dict[str, float]:
-    """One SAC update: plain (three unfused Adam steps one after the other, fp32), fast in fp32 (one simultaneous
-    fused step), fast in bf16."""
+    """SAC updates, timed as one env step's G = 20 updates on a ``[G, 256]`` batch (``update_many``) and reported
+    per update: plain (three unfused Adam steps one after the other, fp32), fast in fp32 (one simultaneous fused
+    step), fast in bf16 (and, on CUDA, fast in bf16 replayed as one CUDA graph per env step)."""
     results = {}
-    for name, cls, bf16 in (("plain_fp32", PlainSAC, False), ("fast_fp32", SACModule, False),
-                            ("fast_bf16", SACModule, True)):  # fmt: skip
-        sac = cls(OBS, ACT, target_entropy=-1)
-        batch = random_batch(BATCH)
+    batches = random_batch(G * BATCH).reshape(G, BATCH)
+    for name, cls, bf16, extra in _variants(PlainSAC, SACModule):
+        sac = cls(OBS, ACT, target_entropy=-1, **extra).to(DEVICE)
         context = _precision(bf16)
 
-        def update(sac=sac, batch=batch, context=context) -> None:
+        def env_step(sac=sac, context=context) -> None:
             with context():
-                sac.update(batch)
+                sac.update_many(batches)
 
-        results[f"sac_update_ms_{name}"] = 1000 * timed(update, repeats)
-    results["sac_update_speedup"] = results["sac_update_ms_plain_fp32"] / results["sac_update_ms_fast_bf16"]
+        results[f"sac_update_ms_{name}"] = 1000 * timed(env_step, max(repeats // G, 2)) / G
+    results["sac_update_speedup"] = (
+        results["sac_update_ms_plain_fp32"] / results[f"sac_update_ms_{fastest(results, 'sac_update_ms')}"]
+    )
     return results
 
 
@@ -152,32 +182,37 @@ class _Data(LightningDataModule):
 
 
 def bench_trainer_overhead(env_steps: int) -> dict[str, float]:
-    """The same G SAC updates per env step: a raw loop over ``SACModule.update`` vs ``Trainer.fit`` on MBPO.
+    """The same G SAC updates per env step: a raw loop over ``SACModule.update_many`` vs ``Trainer.fit`` on MBPO.
 
-    The Trainer carries 4 no-op callbacks (a real run has 4: checkpoint, evaluation, env loop, progress bar), since
-    Lightning dispatches the backward/optimizer-step hooks to every callback. Raw and Trainer rounds alternate
-    (best of 2 each) so that drift in the machine's speed does not land on one side.
+    The raw loop runs its passes in the same precision context as the Trainer (Lightning's plugin) and its backward
+    and step without Lightning. The Trainer carries 4 no-op callbacks (a real run has 4: checkpoint, evaluation,
+    env loop, progress bar), since Lightning dispatches the backward/optimizer-step hooks to every callback. Raw and
+    Trainer rounds alternate (best of 2 each) so that drift in the machine's speed does not land on one side.
     """
     results = {}
     batch = random_batch(G * BATCH).reshape(G, BATCH)
-    for name, precision in (("fp32", "32-true"), ("bf16", "bf16-mixed")):
+    settings = [("fp32", "32-true", False), ("bf16", "bf16-mixed", False)]
+    if DEVICE.type == "cuda":
+        settings.append(("bf16_graph", "bf16-mixed", True))
+    for name, precision, graphs in settings:
         context = _precision(precision == "bf16-mixed")
         raw_times, trainer_times = [], []
         for _ in range(2):
             torch.manual_seed(0)
-            raw = SACModule(OBS, ACT, target_entropy=-1)
+            raw = SACModule(OBS, ACT, target_entropy=-1, cuda_graphs=graphs).to(DEVICE)
             with context():
-                for minibatch in batch.unbind(0)[:3]:
-                    raw.update(minibatch)
+                for _ in range(3):
+                    raw.update_many(batch)
+                sync()
                 start = time.perf_counter()
                 for _ in range(env_steps):
-                    for minibatch in batch.unbind(0):
-                        raw.update(minibatch)
+                    raw.update_many(batch)
+                sync()
             raw_times.append(time.perf_counter() - start)
 
-            model = MBPO(DynamicsModule(OBS, ACT), SACModule(OBS, ACT, target_entropy=-1))
+            model = MBPO(DynamicsModule(OBS, ACT), SACModule(OBS, ACT, target_entropy=-1, cuda_graphs=graphs))
             trainer = Trainer(
-                max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                max_epochs=1, accelerator=DEVICE.type, devices=1, logger=False, enable_checkpointing=False,
                 enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, precision=precision,
                 callbacks=[Callback() for _ in range(4)],
             )  # fmt: skip
@@ -185,6 +220,7 @@ def bench_trainer_overhead(env_steps: int) -> dict[str, float]:
             warm = _Warmup(3)
             trainer.callbacks.append(warm)
             trainer.fit(model, datamodule=data)
+            sync()
             trainer_times.append(time.perf_counter() - warm.start)
         raw_s, trainer_s = min(raw_times), min(trainer_times)
         updates = env_steps * G
@@ -202,32 +238,30 @@ class _Warmup(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         if batch_idx == self.steps - 1:
+            sync()
             self.start = time.perf_counter()
 
 
 def bench_ensemble(repeats: int, holdout: int = 5000) -> dict[str, float]:
     """One ensemble training step (7 x 4 x 200, 256 per member): plain (L2 term in the loss, unfused Adam, fp32),
-    fast in fp32 (L2 in the optimizer, fused Adam), fast in bf16."""
+    fast in fp32 (L2 in the optimizer, fused Adam), fast in bf16 (and, on CUDA, fast in bf16 as a CUDA graph)."""
     results = {}
-    inputs, targets = torch.randn(7, BATCH, OBS + ACT), torch.randn(7, BATCH, OBS + 1)
-    for name, cls, bf16 in (("plain_fp32", PlainDynamics, False), ("fast_fp32", DynamicsModule, False),
-                            ("fast_bf16", DynamicsModule, True)):  # fmt: skip
-        module = cls(OBS, ACT, fused_optimizer=cls is DynamicsModule)
-        optimizer = module.configure_optimizers()[0]
+    inputs = torch.randn(7, BATCH, OBS + ACT, device=DEVICE)
+    targets = torch.randn(7, BATCH, OBS + 1, device=DEVICE)
+    for name, cls, bf16, extra in _variants(PlainDynamics, DynamicsModule):
+        module = cls(OBS, ACT, fused_optimizer=cls is DynamicsModule, **extra).to(DEVICE)
         context = _precision(bf16)
 
-        def step(module=module, optimizer=optimizer, context=context) -> None:
+        def step(module=module, context=context) -> None:
             with context():
-                loss, _ = module.loss(inputs, targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+                module._graphed_train_step(inputs, targets)
 
         results[f"ensemble_train_step_ms_{name}"] = 1000 * timed(step, repeats)
     results["ensemble_step_speedup"] = (
-        results["ensemble_train_step_ms_plain_fp32"] / results["ensemble_train_step_ms_fast_bf16"]
+        results["ensemble_train_step_ms_plain_fp32"]
+        / results[f"ensemble_train_step_ms_{fastest(results, 'ensemble_train_step_ms')}"]
     )
-    h_in, h_tg = torch.randn(holdout, OBS + ACT), torch.randn(holdout, OBS + 1)
+    h_in, h_tg = torch.randn(holdout, OBS + ACT, device=DEVICE), torch.randn(holdout, OBS + 1, device=DEVICE)
     for name, bf16 in (("fp32", False), ("bf16", True)):
         context = _precision(bf16)
 
@@ -244,17 +278,19 @@ def all_members_rollout_step(model, actor, elites, done, obs: torch.Tensor) -> t
     """One rollout step in the plain formulation: every member on every state, then pick each state's elite."""
     n = obs.shape[0]
     mean, logvar = model(torch.cat([obs, actor.act(obs)], -1).expand(model.ensemble_size, -1, -1))
-    choice, rows = elites[torch.randint(elites.numel(), (n,))], torch.arange(n)
-    picked = mean[choice, rows] + torch.randn(n, OBS + 1) * (0.5 * logvar[choice, rows]).exp()
+    choice = elites[torch.randint(elites.numel(), (n,), device=obs.device)]
+    rows = torch.arange(n, device=obs.device)
+    picked = mean[choice, rows] + torch.randn(n, OBS + 1, device=obs.device) * (0.5 * logvar[choice, rows]).exp()
     return done(obs + picked[:, 1:])
 
 
 def bench_rollout(states: int, repeats: int) -> dict[str, float]:
-    module = DynamicsModule(OBS, ACT)
-    actor = TanhGaussianActor(OBS, ACT)
+    module = DynamicsModule(OBS, ACT).to(DEVICE)
+    actor = TanhGaussianActor(OBS, ACT).to(DEVICE)
     done = get_termination_fn("Hopper-v5")
-    start_obs = torch.randn(states, OBS) * 0.1 + torch.tensor([1.25] + [0.0] * (OBS - 1))
-    elites = torch.arange(5)
+    start_obs = torch.randn(states, OBS, device=DEVICE) * 0.1
+    start_obs[:, 0] += 1.25
+    elites = torch.arange(5, device=DEVICE)
     chosen = timed(lambda: branched_rollout(module.model, actor, elites, done, start_obs, 1), repeats, warmup=1)
     plain = timed(lambda: all_members_rollout_step(module.model, actor, elites, done, start_obs), repeats, warmup=1)
     return {
@@ -266,11 +302,11 @@ def bench_rollout(states: int, repeats: int) -> dict[str, float]:
 
 def bench_env(steps: int) -> dict[str, float]:
     env = gym.make("Hopper-v5")
-    actor = TanhGaussianActor(OBS, ACT)
+    actor = TanhGaussianActor(OBS, ACT).to(DEVICE)
     obs, _ = env.reset(seed=0)
     start = time.perf_counter()
-    for _ in range(steps):
-        action = actor.act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))[0].numpy()
+    for _ in range(steps):  # as the env loop: policy on the training device, one host transfer per step
+        action = actor.act(torch.as_tensor(obs, dtype=torch.float32, device=DEVICE).unsqueeze(0))[0].cpu().numpy()
         obs, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             obs, _ = env.reset()
@@ -298,7 +334,7 @@ def hopper_transitions(n: int, seed: int = 0) -> TensorDict:
         obs = env.reset()[0] if terminated or truncated else next_obs
     env.close()
     o, a, r, n_o, t = (torch.as_tensor(np.array(column), dtype=torch.float32) for column in zip(*rows))
-    return make_transitions(o, a, r, n_o, t.bool(), torch.zeros_like(t, dtype=torch.bool))
+    return make_transitions(o, a, r, n_o, t.bool(), torch.zeros_like(t, dtype=torch.bool)).to(DEVICE)
 
 
 def per_1000_env_steps(real: TensorDict, k: int, fast: bool, epochs: float, sac_env_steps: int) -> dict[str, float]:
@@ -311,33 +347,42 @@ def per_1000_env_steps(real: TensorDict, k: int, fast: bool, epochs: float, sac_
     longest (5 x 1000 steps). The plain path is fp32 with unfused Adam, three SAC optimizer steps, the L2 term in
     the loss and rollouts that run every state through all 7 members; the fast path is bf16 autocast (Lightning's
     ``bf16-mixed``), fused Adam, the L2 term in the optimizer, one simultaneous SAC step (critics, actor and
-    temperature from the same parameters, as the official code) and chosen-elite rollouts. Rollouts never
+    temperature from the same parameters, as the official code), chosen-elite rollouts and, on CUDA, the SAC
+    updates and ensemble steps replayed as CUDA graphs (``cuda_graphs``). Model epochs are timed on a second,
+    warm-started training call (graphs already captured in the first). Rollouts never
     terminate here (the Hopper rule is evaluated but ignored), so both paths roll the same 100,000 x k states:
     the upper bound of a real run, where trained models keep most rollouts alive.
     """
     context = _precision(fast)
+    graphs = fast and DEVICE.type == "cuda"
     torch.manual_seed(0)
     obs, action = real["observation"], real["action"]
     dynamics = (DynamicsModule if fast else PlainDynamics)(
-        OBS, ACT, patience=10**6, max_epochs_per_train=2, fused_optimizer=fast
-    )
+        OBS, ACT, patience=10**6, max_epochs_per_train=2, fused_optimizer=fast, cuda_graphs=graphs
+    ).to(DEVICE)
     inputs, targets = dynamics.make_dataset(obs, action, real["next", "reward"], real["next", "observation"])
+    with context():
+        dynamics.fit_ensemble(inputs, targets)
+    sync()
     start = time.perf_counter()
     with context():
         dynamics.fit_ensemble(inputs, targets)
+    sync()
     epoch_s = (time.perf_counter() - start) / 2
     model_s = 4 * epochs * epoch_s
 
-    actor = TanhGaussianActor(OBS, ACT)
+    actor = TanhGaussianActor(OBS, ACT).to(DEVICE)
     hopper_done = get_termination_fn("Hopper-v5")
 
     def done(next_obs: torch.Tensor) -> torch.Tensor:
         return hopper_done(next_obs) & False
 
-    start_obs = obs[torch.randint(obs.shape[0], (100_000,))]
+    start_obs = obs[torch.randint(obs.shape[0], (100_000,), device=DEVICE)]
+    sync()
     start = time.perf_counter()
     with context():
         result = branched_rollout(dynamics.model, actor, dynamics.elites, done, start_obs, k)
+    sync()
     rollout_s = time.perf_counter() - start
     alive = result.steps_alive.sum().item()
     if not fast:  # the plain formulation on the same number of states
@@ -346,16 +391,16 @@ def per_1000_env_steps(real: TensorDict, k: int, fast: bool, epochs: float, sac_
     rollout_s *= 4
 
     data = MBPODataModule("Hopper-v5", updates_per_step=G, batch_size=BATCH, real_buffer_size=real.shape[0])
+    data._device = DEVICE  # what a Trainer on DEVICE sets in setup()
     data.setup("fit")
     data.add_real(real)
     data.resize_model_buffer(400_000)
     data.add_model(result.transitions[:400_000])
-    sac = SACModule(OBS, ACT, target_entropy=-1) if fast else PlainSAC(OBS, ACT, target_entropy=-1)
+    sac = (SACModule if fast else PlainSAC)(OBS, ACT, target_entropy=-1, cuda_graphs=graphs).to(DEVICE)
 
     def sac_env_step() -> None:
         with context():
-            for minibatch in data.sample_sac_batches().unbind(0):
-                sac.update(minibatch)
+            sac.update_many(data.sample_sac_batches())
 
     sac_s = 1000 * timed(sac_env_step, sac_env_steps, warmup=2)
     env_ms = bench_env(1000)["env_step_with_policy_ms"]
@@ -428,11 +473,14 @@ def print_per_1000_table(rows: dict[str, dict], sizes: dict[str, tuple[int, int]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where networks, buffers and rollouts live")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier figures)")
     parser.add_argument("--skip-per-1000", action="store_true", help="only the component timings (about 2 minutes)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     scale = 0.2 if args.quick else 1.0
@@ -449,6 +497,7 @@ def main() -> None:
         "torch": torch.__version__,
         "lightning": lightning.__version__,
         "cpu": platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu",
         "quick": args.quick,
     }
     width = max(map(len, results))

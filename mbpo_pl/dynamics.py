@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
+from mbpo_pl.cuda_graphs import CudaGraphStep
 from mbpo_pl.nets.ensemble import GaussianEnsemble, TerminationClassifier, gaussian_nll
 from mbpo_pl.utils import NonFiniteError, all_mean, is_distributed, optimizer_step, own_optimizers
 
@@ -43,6 +44,8 @@ class DynamicsModule(LightningModule):
         max_epochs_per_train: optional cap on epochs per training call (``None``: early stopping only, as the paper).
         fused_optimizer: use PyTorch's fused Adam kernel (same update, fewer kernel launches; set ``false`` on a
             device without one).
+        cuda_graphs: run each ensemble training step as a replayed CUDA graph (CUDA, one process, 32-true or
+            bf16-mixed; one graph per minibatch shape): the same kernels, launched once instead of one by one.
         learn_termination: also learn ``p(terminated | next_obs)`` from the real ``terminated`` flags and use it to
             stop model rollouts, for envs with no registered termination function (a hand-written one is exact;
             prefer it where it exists).
@@ -68,6 +71,7 @@ class DynamicsModule(LightningModule):
         improvement_threshold: float = 0.01,
         max_epochs_per_train: int | None = None,
         fused_optimizer: bool = True,
+        cuda_graphs: bool = False,
         learn_termination: bool = False,
         termination_steps: int = 500,
     ) -> None:
@@ -92,10 +96,12 @@ class DynamicsModule(LightningModule):
         self.patience, self.improvement_threshold = patience, improvement_threshold
         self.max_epochs_per_train = max_epochs_per_train
         self.fused_optimizer = fused_optimizer
+        self.cuda_graphs = cuda_graphs
         self.model = GaussianEnsemble(obs_dim + act_dim, 1 + obs_dim, ensemble_size, hidden_size, num_hidden_layers)
         self.register_buffer("elites", torch.arange(num_elites))
         self.termination_steps = termination_steps
         self.termination = TerminationClassifier(obs_dim) if learn_termination else None
+        self._graphed_train_step = CudaGraphStep(self._train_step, cuda_graphs, before_capture=self._clear_grads)
 
     @property
     def learn_termination(self) -> bool:
@@ -106,7 +112,7 @@ class DynamicsModule(LightningModule):
         groups = [{"params": [layer.weight], "weight_decay": c} for c, layer in zip(self.weight_decay, layers)]
         decayed = {id(layer.weight) for layer in layers}
         groups.append({"params": [p for p in self.model.parameters() if id(p) not in decayed], "weight_decay": 0.0})
-        optimizers = [torch.optim.Adam(groups, lr=self.lr, fused=self.fused_optimizer)]
+        optimizers = [torch.optim.Adam(groups, lr=self.lr, fused=self.fused_optimizer, capturable=self.cuda_graphs)]
         if self.termination is not None:
             optimizers.append(torch.optim.Adam(self.termination.parameters(), lr=self.lr, fused=self.fused_optimizer))
         return optimizers
@@ -151,6 +157,15 @@ class DynamicsModule(LightningModule):
         nll = gaussian_nll(mean, logvar, targets)
         return nll.sum() + self.logvar_bound_weight * self.model.logvar_bound_loss(), nll
 
+    def _train_step(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """One Adam step on a minibatch ``inputs [E, b, O+A]``, ``targets [E, b, 1+O]`` (one row set per member)."""
+        total, _ = self.loss(inputs, targets)
+        optimizer_step(self, own_optimizers(self)[0], total)
+        return {"loss": total.detach()}
+
+    def _clear_grads(self) -> None:
+        own_optimizers(self)[0].zero_grad(set_to_none=True)
+
     @torch.no_grad()
     def holdout_mse(self, inputs: Tensor, targets: Tensor) -> Tensor:
         """MSE of each member's mean prediction, ``[E]``, on ``inputs [N, O+A]`` / ``targets [N, 1+O]``."""
@@ -164,7 +179,6 @@ class DynamicsModule(LightningModule):
 
     def fit_ensemble(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """Train on ``inputs [N, O+A]``, ``targets [N, 1+O]``; returns statistics (``holdout_mse [E]`` etc.)."""
-        optimizer = own_optimizers(self)[0]
         if is_distributed(self):
             sizes = self.trainer.strategy.all_gather(torch.tensor(inputs.shape[0], device=inputs.device))
             if sizes.min() != sizes.max():
@@ -189,11 +203,11 @@ class DynamicsModule(LightningModule):
         num_batches_total = 0
         while True:
             order = bootstrap.gather(1, torch.rand(ensemble_size, num_train, device=device).argsort(dim=1))
+            # One gather per epoch ([E, N_train, D]); every minibatch is then a view of it.
+            epoch_in, epoch_tg = train_in[order], train_tg[order]
             for start in range(0, num_train, self.batch_size):
-                idx = order[:, start : start + self.batch_size]  # [E, b]
-                total, _ = self.loss(train_in[idx], train_tg[idx])
-                optimizer_step(self, optimizer, total)
-                loss_sum += total.detach()
+                stop = start + self.batch_size
+                loss_sum += self._graphed_train_step(epoch_in[:, start:stop], epoch_tg[:, start:stop])["loss"]
                 num_batches_total += 1
             epoch += 1
             # Averaged over ranks (each holds out its own data), so every rank takes the same stopping decision.

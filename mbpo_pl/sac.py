@@ -10,6 +10,7 @@ from lightning.pytorch import LightningModule
 from tensordict import TensorDict
 from torch import Tensor, nn
 
+from mbpo_pl.cuda_graphs import CudaGraphStep
 from mbpo_pl.losses import alpha_loss, polyak_update, soft_q_target
 from mbpo_pl.nets.sac import TanhGaussianActor, TwinQCritic
 from mbpo_pl.utils import optimizer_step, own_optimizers
@@ -35,6 +36,10 @@ class SACModule(LightningModule):
         target_entropy: entropy target of the temperature; ``None`` means ``-act_dim``.
         init_alpha: initial temperature.
         fused_optimizer: use PyTorch's fused Adam kernels (same update, fewer kernel launches).
+        cuda_graphs: run the ``G`` updates of each env step as one replayed CUDA graph (CUDA, one process, 32-true
+            or bf16-mixed): the same kernels, launched once instead of one by one, which is what bounds small-network
+            updates on a GPU. Lightning's backward/optimizer-step hooks then run only while the graph is captured
+            (the first two env steps), and ``trainer.global_step`` stops counting the replayed optimizer steps.
     """
 
     def __init__(
@@ -49,21 +54,37 @@ class SACModule(LightningModule):
         target_entropy: float | None = None,
         init_alpha: float = 1.0,
         fused_optimizer: bool = True,
+        cuda_graphs: bool = False,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.lr, self.gamma, self.tau = lr, gamma, tau
         self.fused_optimizer = fused_optimizer
+        self.cuda_graphs = cuda_graphs
         self.target_entropy = float(-act_dim if target_entropy is None else target_entropy)
         self.actor = TanhGaussianActor(obs_dim, act_dim, hidden_size, num_hidden_layers)
         self.critic = TwinQCritic(obs_dim, act_dim, hidden_size, num_hidden_layers)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
+        self._graphed_updates = CudaGraphStep(self._update_many, cuda_graphs, before_capture=self._clear_grads)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         params = [*self.critic.parameters(), *self.actor.parameters(), self.log_alpha]
-        return [torch.optim.Adam(params, lr=self.lr, fused=self.fused_optimizer)]
+        return [torch.optim.Adam(params, lr=self.lr, fused=self.fused_optimizer, capturable=self.cuda_graphs)]
+
+    def update_many(self, batches: TensorDict) -> dict[str, Tensor]:
+        """``G`` consecutive updates, one per minibatch of ``batches [G, B]``; returns each statistic of
+        :meth:`update` summed over the ``G`` updates (a CUDA graph's own tensors with ``cuda_graphs``: read them
+        before the next call)."""
+        return self._graphed_updates(batches)
+
+    def _clear_grads(self) -> None:
+        own_optimizers(self)[0].zero_grad(set_to_none=True)
+
+    def _update_many(self, batches: TensorDict) -> dict[str, Tensor]:
+        stats = [self.update(minibatch) for minibatch in batches.unbind(0)]
+        return {key: torch.stack([s[key] for s in stats]).sum(0) for key in stats[0]}
 
     def update(self, batch: TensorDict) -> dict[str, Tensor]:
         """One SAC update on a ``[B]`` transition batch; returns detached scalar statistics (no host sync)."""

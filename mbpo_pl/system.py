@@ -49,14 +49,31 @@ class MBPO(LightningModule):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [*self.sac.configure_optimizers(), *self.dynamics.configure_optimizers()]
 
+    def setup(self, stage: str) -> None:
+        graphed = [f"model.{name}.cuda_graphs" for name in ("sac", "dynamics") if getattr(self, name).cuda_graphs]
+        if not graphed:
+            return
+        what, device = " and ".join(graphed), self.trainer.strategy.root_device
+        if device.type != "cuda":
+            raise ValueError(f"{what} needs a CUDA device, but this run trains on {device}: set it to false.")
+        if self.trainer.world_size > 1:
+            raise ValueError(
+                f"{what} runs in one process only (under DDP every update all-reduces its gradients outside the "
+                "graph): set it to false for multi-GPU runs."
+            )
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            raise ValueError(
+                f"{what} cannot run with a gradient scaler (16-mixed checks for inf on the host after every step): "
+                "use --trainer.precision bf16-mixed or 32-true."
+            )
+
     def training_step(self, batch: TensorDict, batch_idx: int) -> None:
         """``batch`` is ``[G, batch_size]``: G SAC updates for the real env step that preceded it."""
-        for minibatch in batch.unbind(0):
-            stats = self.sac.update(minibatch)
-            for key, value in stats.items():
-                total = self._sac_stat_sums.get(key)
-                self._sac_stat_sums[key] = value if total is None else total + value
-            self._sac_stat_count += 1
+        for key, value in self.sac.update_many(batch).items():
+            total = self._sac_stat_sums.get(key)
+            # A copy: with CUDA graphs `value` is the graph's own output tensor, rewritten by the next replay.
+            self._sac_stat_sums[key] = value.clone() if total is None else total + value
+        self._sac_stat_count += batch.shape[0]
 
     def pop_sac_stats(self) -> dict[str, Tensor]:
         """Means of the SAC statistics since the last call (``train/`` namespace), then reset."""

@@ -146,3 +146,18 @@ def test_frozen_critic_pass_gives_action_gradients_only():
     critic(torch.randn(4, 3), action, frozen=True).sum().backward()
     assert action.grad is not None and action.grad.abs().sum() > 0
     assert all(p.grad is None for p in critic.parameters())
+
+
+def test_update_many_is_g_updates_in_a_row_with_summed_statistics():
+    torch.manual_seed(0)
+    sac = SACModule(3, 2, hidden_size=16)
+    ref = copy.deepcopy(sac)
+    batches = torch.stack([_batch() for _ in range(3)])  # [G=3, 32]
+    torch.manual_seed(1)
+    sums = sac.update_many(batches)
+    torch.manual_seed(1)
+    stats = [ref.update(minibatch) for minibatch in batches.unbind(0)]
+    for key, total in sums.items():
+        torch.testing.assert_close(total, sum(s[key] for s in stats), msg=key)
+    for (name, got), want in zip(sac.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(got, want, msg=name)
