@@ -40,6 +40,7 @@ from mbpo_pl.utils import optimizer_step, own_optimizers
 
 OBS, ACT, BATCH, G = 11, 3, 256, 20  # Hopper-v5, paper settings
 DEVICE = torch.device("cpu")  # set by --device
+GRAPHS = True  # on CUDA, also time the CUDA-graph variants (off with --no-graphs)
 
 
 def sync() -> None:
@@ -130,7 +131,7 @@ def _variants(plain: type, fast: type) -> list[tuple[str, type, bool, dict]]:
     """(name, class, bf16, extra constructor args): plain fp32, fast fp32, fast bf16, and on CUDA fast bf16 with
     the training steps replayed as CUDA graphs."""
     variants = [("plain_fp32", plain, False, {}), ("fast_fp32", fast, False, {}), ("fast_bf16", fast, True, {})]
-    if DEVICE.type == "cuda":
+    if DEVICE.type == "cuda" and GRAPHS:
         variants.append(("fast_bf16_graph", fast, True, {"cuda_graphs": True}))
     return variants
 
@@ -192,7 +193,7 @@ def bench_trainer_overhead(env_steps: int) -> dict[str, float]:
     results = {}
     batch = random_batch(G * BATCH).reshape(G, BATCH)
     settings = [("fp32", "32-true", False), ("bf16", "bf16-mixed", False)]
-    if DEVICE.type == "cuda":
+    if DEVICE.type == "cuda" and GRAPHS:
         settings.append(("bf16_graph", "bf16-mixed", True))
     for name, precision, graphs in settings:
         context = _precision(precision == "bf16-mixed")
@@ -354,7 +355,7 @@ def per_1000_env_steps(real: TensorDict, k: int, fast: bool, epochs: float, sac_
     the upper bound of a real run, where trained models keep most rollouts alive.
     """
     context = _precision(fast)
-    graphs = fast and DEVICE.type == "cuda"
+    graphs = fast and DEVICE.type == "cuda" and GRAPHS
     torch.manual_seed(0)
     obs, action = real["observation"], real["action"]
     dynamics = (DynamicsModule if fast else PlainDynamics)(
@@ -476,22 +477,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where networks, buffers and rollouts live")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier figures)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller late buffer (a smoke run)")
+    parser.add_argument("--scale", type=float, default=1.0, help="repeats of the component timings (x)")
+    parser.add_argument("--no-graphs", action="store_true", help="on CUDA, leave out the CUDA-graph variants")
     parser.add_argument("--skip-per-1000", action="store_true", help="only the component timings (about 2 minutes)")
     args = parser.parse_args()
-    global DEVICE
-    DEVICE = torch.device(args.device)
+    global DEVICE, GRAPHS
+    DEVICE, GRAPHS = torch.device(args.device), not args.no_graphs
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-    scale = 0.2 if args.quick else 1.0
-    results: dict[str, float] = {}
-    results.update(bench_sac(int(200 * scale) or 5))
-    results.update(bench_trainer_overhead(int(50 * scale) or 2))
-    results.update(bench_ensemble(int(100 * scale) or 5))
-    results.update(bench_rollout(100_000, 3 if not args.quick else 1))
-    results.update(bench_env(int(2000 * scale) or 50))
-    if not args.skip_per_1000:
-        results.update(bench_per_1000(args.quick))
+    scale = 0.2 * args.scale if args.quick else args.scale
     meta = {
         "threads": args.threads,
         "torch": torch.__version__,
@@ -500,12 +495,25 @@ def main() -> None:
         "device": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu",
         "quick": args.quick,
     }
-    width = max(map(len, results))
     print(f"mbpo_pl benchmark ({meta})")
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:12.3f}")
+    sections = [
+        lambda: bench_sac(int(200 * scale) or 5),
+        lambda: bench_trainer_overhead(int(50 * scale) or 2),
+        lambda: bench_ensemble(int(100 * scale) or 5),
+        lambda: bench_rollout(100_000, 3 if not args.quick else 1),
+        lambda: bench_env(int(2000 * scale) or 50),
+    ]
+    if not args.skip_per_1000:
+        sections.append(lambda: bench_per_1000(args.quick))
+    results: dict[str, float] = {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    for section in sections:  # figures are printed and written as each part finishes
+        new = section()
+        results.update(new)
+        width = max(map(len, new))
+        for key, value in new.items():
+            print(f"{key:<{width}}  {value:12.3f}")
+        args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"written to {args.out}")
 
 
