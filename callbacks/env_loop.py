@@ -106,6 +106,7 @@ class MBPOLoop(Callback):
         self._pending_restore: dict[str, Any] | None = None
         self.env_steps_per_s: float | None = None  # of the last epoch, for the progress bar
         self.world_size = 1  # set from the Trainer in setup()
+        self._device = torch.device("cpu")  # the Trainer's, set in setup()
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -127,6 +128,7 @@ class MBPOLoop(Callback):
         self.env.action_space.seed(self.env_seed)
         self._obs = None
         self.world_size = trainer.world_size
+        self._device = trainer.strategy.root_device
         steps_after_init = self.total_env_steps - self.init_random_steps
         trainer.fit_loop.max_epochs = math.ceil(steps_after_init / (data.model_train_freq * self.world_size))
 
@@ -191,13 +193,21 @@ class MBPOLoop(Callback):
         else:
             self._obs = next_obs
 
+    def now(self) -> float:
+        """Wall clock for the ``time/`` split. On a GPU, queued work is waited for first, so that each part is
+        charged its own GPU time (the SAC updates are launched asynchronously and would otherwise be billed to the
+        next env step, the first operation that waits for the GPU)."""
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        return time.perf_counter()
+
     def _timed(self, key: str, start: float) -> None:
-        self._timers[key] = self._timers.get(key, 0.0) + time.perf_counter() - start
+        self._timers[key] = self._timers.get(key, 0.0) + self.now() - start
 
     # ------------------------------------------------------------------ model
     def _train_model_and_rollout(self, trainer: Trainer, pl_module: MBPO) -> None:
         data: MBPODataModule = trainer.datamodule
-        start = time.perf_counter()
+        start = self.now()
         stored = data.real_buffer.storage[torch.arange(len(data.real_buffer), device=data.real_buffer.storage.device)]
         stored = stored.to(pl_module.device)
         inputs, targets = pl_module.dynamics.make_dataset(
@@ -214,7 +224,7 @@ class MBPOLoop(Callback):
         self.model_trainings += 1
         self._timed("model_train", start)
 
-        start = time.perf_counter()
+        start = self.now()
         schedule_epoch = max(self.env_steps - self.init_random_steps, 0) // self.epoch_length
         self.rollout_length = rollout_length(schedule_epoch, *self.rollout_schedule)
         # Rollout batches made per schedule epoch on this rank, times k, times the epochs to retain.
@@ -263,15 +273,15 @@ class MBPOLoop(Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self.now()
         self._timers = {}
         if self.env_steps < self.init_random_steps:
-            start = time.perf_counter()
+            start = self.now()
             while self.env_steps < self.init_random_steps:
                 self._env_step(trainer, pl_module, random=True)
             self._timed("env", start)
         self._train_model_and_rollout(trainer, pl_module)
-        start = time.perf_counter()
+        start = self.now()
         self._env_step(trainer, pl_module, random=False)
         self._timed("env", start)
 
@@ -279,13 +289,13 @@ class MBPOLoop(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if batch_idx < trainer.datamodule.model_train_freq - 1:
-            start = time.perf_counter()
+            start = self.now()
             self._env_step(trainer, pl_module, random=False)
             self._timed("env", start)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         data: MBPODataModule = trainer.datamodule
-        elapsed = time.perf_counter() - self._epoch_start
+        elapsed = self.now() - self._epoch_start
         other = sum(self._timers.values())
         sac_seconds = max(elapsed - other, 1e-9)
         self.env_steps_per_s = data.model_train_freq * self.world_size / elapsed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import numpy as np
@@ -124,7 +123,7 @@ class Evaluation(Callback):
             return
         if self.history and self.history[-1][0] == loop.env_steps:
             return
-        start = time.perf_counter()
+        start = loop.now()
         returns, lengths = self.evaluate(pl_module)
         self.last_return = float(returns.mean())
         self.history.append((loop.env_steps, self.last_return))
