@@ -183,12 +183,15 @@ class _Data(LightningDataModule):
 
 
 def bench_trainer_overhead(env_steps: int) -> dict[str, float]:
-    """The same G SAC updates per env step: a raw loop over ``SACModule.update_many`` vs ``Trainer.fit`` on MBPO.
+    """The same G SAC updates per env step: ``Trainer.fit`` on MBPO vs a raw loop over ``SACModule.update_many``.
 
-    The raw loop runs its passes in the same precision context as the Trainer (Lightning's plugin) and its backward
-    and step without Lightning. The Trainer carries 4 no-op callbacks (a real run has 4: checkpoint, evaluation,
-    env loop, progress bar), since Lightning dispatches the backward/optimizer-step hooks to every callback. Raw and
-    Trainer rounds alternate (best of 2 each) so that drift in the machine's speed does not land on one side.
+    Both run in one process, interleaved step by step so that drift in the machine's speed (frequency, neighbours)
+    falls on both alike: after every Trainer step (one ``training_step`` of G updates, Lightning's loop, data
+    loader and hooks included), a callback times one raw ``update_many`` of a second, identical module in the same
+    precision context, outside Lightning. The Trainer step is the wall time from the end of one raw call to the end
+    of the next Trainer step. Overhead = median Trainer step / median raw step - 1. The Trainer carries 4 more no-op
+    callbacks (a real run has 4: checkpoint, evaluation, env loop, progress bar), since Lightning dispatches the
+    backward/optimizer-step hooks to every callback.
     """
     results = {}
     batch = random_batch(G * BATCH).reshape(G, BATCH)
@@ -196,51 +199,44 @@ def bench_trainer_overhead(env_steps: int) -> dict[str, float]:
     if DEVICE.type == "cuda" and GRAPHS:
         settings.append(("bf16_graph", "bf16-mixed", True))
     for name, precision, graphs in settings:
-        context = _precision(precision == "bf16-mixed")
-        raw_times, trainer_times = [], []
-        for _ in range(2):
-            torch.manual_seed(0)
-            raw = SACModule(OBS, ACT, target_entropy=-1, cuda_graphs=graphs).to(DEVICE)
-            with context():
-                for _ in range(3):
-                    raw.update_many(batch)
-                sync()
-                start = time.perf_counter()
-                for _ in range(env_steps):
-                    raw.update_many(batch)
-                sync()
-            raw_times.append(time.perf_counter() - start)
-
-            model = MBPO(DynamicsModule(OBS, ACT), SACModule(OBS, ACT, target_entropy=-1, cuda_graphs=graphs))
-            trainer = Trainer(
-                max_epochs=1, accelerator=DEVICE.type, devices=1, logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, precision=precision,
-                callbacks=[Callback() for _ in range(4)],
-            )  # fmt: skip
-            data = _Data(env_steps + 3)
-            warm = _Warmup(3)
-            trainer.callbacks.append(warm)
-            trainer.fit(model, datamodule=data)
-            sync()
-            trainer_times.append(time.perf_counter() - warm.start)
-        raw_s, trainer_s = min(raw_times), min(trainer_times)
-        updates = env_steps * G
-        results[f"sac_updates_per_s_raw_{name}"] = updates / raw_s
-        results[f"sac_updates_per_s_trainer_{name}"] = updates / trainer_s
+        torch.manual_seed(0)
+        raw = SACModule(OBS, ACT, target_entropy=-1, cuda_graphs=graphs).to(DEVICE)
+        model = MBPO(DynamicsModule(OBS, ACT), SACModule(OBS, ACT, target_entropy=-1, cuda_graphs=graphs))
+        timer = _Interleaved(raw, batch, warmup=3)
+        trainer = Trainer(
+            max_epochs=1, accelerator=DEVICE.type, devices=1, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, precision=precision,
+            callbacks=[*(Callback() for _ in range(4)), timer],
+        )  # fmt: skip
+        trainer.fit(model, datamodule=_Data(env_steps + 3))
+        raw_s, trainer_s = float(np.median(timer.raw)), float(np.median(timer.trainer))
+        results[f"sac_updates_per_s_raw_{name}"] = G / raw_s
+        results[f"sac_updates_per_s_trainer_{name}"] = G / trainer_s
         results[f"trainer_overhead_pct_{name}"] = 100 * (trainer_s / raw_s - 1)
     return results
 
 
-class _Warmup(Callback):
-    """Starts the clock after ``steps`` training steps (excludes Trainer set-up and the first, slower steps)."""
+class _Interleaved(Callback):
+    """Times each Trainer step and, after it, one raw ``update_many`` (see :func:`bench_trainer_overhead`)."""
 
-    def __init__(self, steps: int) -> None:
-        self.steps, self.start = steps, 0.0
+    def __init__(self, raw: SACModule, batch: TensorDict, warmup: int) -> None:
+        self.raw_module, self.batch, self.warmup = raw, batch, warmup
+        self.raw: list[float] = []
+        self.trainer: list[float] = []
+        self._resumed = 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        if batch_idx == self.steps - 1:
+        sync()
+        ended = time.perf_counter()
+        if batch_idx >= self.warmup:
+            self.trainer.append(ended - self._resumed)
+        with trainer.precision_plugin.train_step_context():  # the context Lightning runs training_step in
+            start = time.perf_counter()
+            self.raw_module.update_many(self.batch)
             sync()
-            self.start = time.perf_counter()
+            self._resumed = time.perf_counter()
+        if batch_idx >= self.warmup:
+            self.raw.append(self._resumed - start)
 
 
 def bench_ensemble(repeats: int, holdout: int = 5000) -> dict[str, float]:
@@ -498,7 +494,7 @@ def main() -> None:
     print(f"mbpo_pl benchmark ({meta})")
     sections = [
         lambda: bench_sac(int(200 * scale) or 5),
-        lambda: bench_trainer_overhead(int(50 * scale) or 2),
+        lambda: bench_trainer_overhead(int(150 * scale) or 5),
         lambda: bench_ensemble(int(100 * scale) or 5),
         lambda: bench_rollout(100_000, 3 if not args.quick else 1),
         lambda: bench_env(int(2000 * scale) or 50),

@@ -96,7 +96,29 @@ class CudaGraphStep:
             self._graphs.popitem(last=False)
         return static_outputs
 
+    @property
+    def num_graphs(self) -> int:
+        return len(self._graphs)
+
     def reset(self) -> None:
         """Drop every captured graph (e.g. after parameters or optimizer state were replaced, not updated in place)."""
         self._graphs.clear()
         self._warmed.clear()
+
+
+def cuda_graphs_blocker(device: torch.device, world_size: int, has_grad_scaler: bool) -> str | None:
+    """Why training steps cannot be replayed as CUDA graphs in this run, or ``None`` when they can."""
+    if device.type != "cuda":
+        return f"needs a CUDA device, but this run trains on {device}"
+    if world_size > 1:
+        return "runs in one process only (under DDP every update all-reduces its gradients outside the graph)"
+    if has_grad_scaler:
+        return "cannot run with a gradient scaler (16-mixed checks for inf on the host): use bf16-mixed or 32-true"
+    return None
+
+
+def resolve_cuda_graphs(setting: bool | None, blocker: str | None, name: str) -> bool:
+    """``None`` (the default): graphs wherever they can run. ``True`` where they cannot: an error naming why."""
+    if setting and blocker is not None:
+        raise ValueError(f"{name}=true {blocker}: set it to false, or leave it unset to use graphs where they can run.")
+    return blocker is None if setting is None else setting

@@ -44,8 +44,9 @@ class DynamicsModule(LightningModule):
         max_epochs_per_train: optional cap on epochs per training call (``None``: early stopping only, as the paper).
         fused_optimizer: use PyTorch's fused Adam kernel (same update, fewer kernel launches; set ``false`` on a
             device without one).
-        cuda_graphs: run each ensemble training step as a replayed CUDA graph (CUDA, one process, 32-true or
-            bf16-mixed; one graph per minibatch shape): the same kernels, launched once instead of one by one.
+        cuda_graphs: run each ensemble training step as a replayed CUDA graph (one per minibatch shape): the same
+            kernels, launched once instead of one by one. ``None`` (default): on when training on one CUDA device
+            without a gradient scaler, off otherwise (as ``model.sac.cuda_graphs``).
         learn_termination: also learn ``p(terminated | next_obs)`` from the real ``terminated`` flags and use it to
             stop model rollouts, for envs with no registered termination function (a hand-written one is exact;
             prefer it where it exists).
@@ -71,7 +72,7 @@ class DynamicsModule(LightningModule):
         improvement_threshold: float = 0.01,
         max_epochs_per_train: int | None = None,
         fused_optimizer: bool = True,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | None = None,
         learn_termination: bool = False,
         termination_steps: int = 500,
     ) -> None:
@@ -101,7 +102,8 @@ class DynamicsModule(LightningModule):
         self.register_buffer("elites", torch.arange(num_elites))
         self.termination_steps = termination_steps
         self.termination = TerminationClassifier(obs_dim) if learn_termination else None
-        self._graphed_train_step = CudaGraphStep(self._train_step, cuda_graphs, before_capture=self._clear_grads)
+        # Enabled by the Trainer's set-up (MBPO.setup) when `cuda_graphs` is None; here only when asked for.
+        self.graphed_step = CudaGraphStep(self._train_step, bool(cuda_graphs), before_capture=self._clear_grads)
 
     @property
     def learn_termination(self) -> bool:
@@ -112,7 +114,8 @@ class DynamicsModule(LightningModule):
         groups = [{"params": [layer.weight], "weight_decay": c} for c, layer in zip(self.weight_decay, layers)]
         decayed = {id(layer.weight) for layer in layers}
         groups.append({"params": [p for p in self.model.parameters() if id(p) not in decayed], "weight_decay": 0.0})
-        optimizers = [torch.optim.Adam(groups, lr=self.lr, fused=self.fused_optimizer, capturable=self.cuda_graphs)]
+        capturable = self.graphed_step.enabled  # a CUDA graph replays the optimizer step too
+        optimizers = [torch.optim.Adam(groups, lr=self.lr, fused=self.fused_optimizer, capturable=capturable)]
         if self.termination is not None:
             optimizers.append(torch.optim.Adam(self.termination.parameters(), lr=self.lr, fused=self.fused_optimizer))
         return optimizers
@@ -207,7 +210,7 @@ class DynamicsModule(LightningModule):
             epoch_in, epoch_tg = train_in[order], train_tg[order]
             for start in range(0, num_train, self.batch_size):
                 stop = start + self.batch_size
-                loss_sum += self._graphed_train_step(epoch_in[:, start:stop], epoch_tg[:, start:stop])["loss"]
+                loss_sum += self.graphed_step(epoch_in[:, start:stop], epoch_tg[:, start:stop])["loss"]
                 num_batches_total += 1
             epoch += 1
             # Averaged over ranks (each holds out its own data), so every rank takes the same stopping decision.

@@ -36,10 +36,12 @@ class SACModule(LightningModule):
         target_entropy: entropy target of the temperature; ``None`` means ``-act_dim``.
         init_alpha: initial temperature.
         fused_optimizer: use PyTorch's fused Adam kernels (same update, fewer kernel launches).
-        cuda_graphs: run the ``G`` updates of each env step as one replayed CUDA graph (CUDA, one process, 32-true
-            or bf16-mixed): the same kernels, launched once instead of one by one, which is what bounds small-network
-            updates on a GPU. Lightning's backward/optimizer-step hooks then run only while the graph is captured
-            (the first two env steps), and ``trainer.global_step`` stops counting the replayed optimizer steps.
+        cuda_graphs: run the ``G`` updates of each env step as one replayed CUDA graph: the same kernels, launched
+            once instead of one by one, which is what bounds small-network updates on a GPU. ``None`` (default):
+            on when training on one CUDA device without a gradient scaler (32-true or bf16-mixed), off otherwise;
+            ``true`` where that is not the case is an error. Lightning's backward/optimizer-step hooks then run
+            only while the graph is captured (the first two env steps), and ``trainer.global_step`` does not count
+            the replayed optimizer steps.
     """
 
     def __init__(
@@ -54,7 +56,7 @@ class SACModule(LightningModule):
         target_entropy: float | None = None,
         init_alpha: float = 1.0,
         fused_optimizer: bool = True,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -67,17 +69,18 @@ class SACModule(LightningModule):
         self.critic = TwinQCritic(obs_dim, act_dim, hidden_size, num_hidden_layers)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
-        self._graphed_updates = CudaGraphStep(self._update_many, cuda_graphs, before_capture=self._clear_grads)
+        # Enabled by the Trainer's set-up (MBPO.setup) when `cuda_graphs` is None; here only when asked for.
+        self.graphed_step = CudaGraphStep(self._update_many, bool(cuda_graphs), before_capture=self._clear_grads)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         params = [*self.critic.parameters(), *self.actor.parameters(), self.log_alpha]
-        return [torch.optim.Adam(params, lr=self.lr, fused=self.fused_optimizer, capturable=self.cuda_graphs)]
+        return [torch.optim.Adam(params, lr=self.lr, fused=self.fused_optimizer, capturable=self.graphed_step.enabled)]
 
     def update_many(self, batches: TensorDict) -> dict[str, Tensor]:
         """``G`` consecutive updates, one per minibatch of ``batches [G, B]``; returns each statistic of
         :meth:`update` summed over the ``G`` updates (a CUDA graph's own tensors with ``cuda_graphs``: read them
         before the next call)."""
-        return self._graphed_updates(batches)
+        return self.graphed_step(batches)
 
     def _clear_grads(self) -> None:
         own_optimizers(self)[0].zero_grad(set_to_none=True)

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from tensordict import TensorDict
 from torch import Tensor
 
+from mbpo_pl.cuda_graphs import cuda_graphs_blocker, resolve_cuda_graphs
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.sac import SACModule
 
@@ -50,22 +51,15 @@ class MBPO(LightningModule):
         return [*self.sac.configure_optimizers(), *self.dynamics.configure_optimizers()]
 
     def setup(self, stage: str) -> None:
-        graphed = [f"model.{name}.cuda_graphs" for name in ("sac", "dynamics") if getattr(self, name).cuda_graphs]
-        if not graphed:
-            return
-        what, device = " and ".join(graphed), self.trainer.strategy.root_device
-        if device.type != "cuda":
-            raise ValueError(f"{what} needs a CUDA device, but this run trains on {device}: set it to false.")
-        if self.trainer.world_size > 1:
-            raise ValueError(
-                f"{what} runs in one process only (under DDP every update all-reduces its gradients outside the "
-                "graph): set it to false for multi-GPU runs."
-            )
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
-            raise ValueError(
-                f"{what} cannot run with a gradient scaler (16-mixed checks for inf on the host after every step): "
-                "use --trainer.precision bf16-mixed or 32-true."
-            )
+        # CUDA graphs for the training steps: on by default where they can run, an error where asked for and not.
+        blocker = cuda_graphs_blocker(
+            self.trainer.strategy.root_device,
+            self.trainer.world_size,
+            getattr(self.trainer.precision_plugin, "scaler", None) is not None,
+        )
+        for name in ("sac", "dynamics"):
+            child = getattr(self, name)
+            child.graphed_step.enabled = resolve_cuda_graphs(child.cuda_graphs, blocker, f"model.{name}.cuda_graphs")
 
     def training_step(self, batch: TensorDict, batch_idx: int) -> None:
         """``batch`` is ``[G, batch_size]``: G SAC updates for the real env step that preceded it."""

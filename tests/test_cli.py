@@ -173,7 +173,7 @@ def test_plot_and_report_commands(logdir, tmp_path, capsys):
         (["--data.real_buffer_size", "16"], "real_buffer_size=16 is smaller than one batch"),
         (["--trainer.callbacks.init_args.init_random_steps", "5"], "Raise init_random_steps to at least 8"),
         (["--trainer.callbacks.init_args.rollout_batch_size", "10"], "rollout_batch_size=10 model transitions"),
-        (["--model.sac.cuda_graphs", "true"], "model.sac.cuda_graphs needs a CUDA device, but this run trains on cpu"),
+        (["--model.sac.cuda_graphs", "true"], "model.sac.cuda_graphs=true needs a CUDA device, but this run trains"),
     ],
 )
 def test_bad_values_fail_with_the_reason(args, reason, logdir, capsys):

@@ -55,7 +55,7 @@ def test_sac_updates_replayed_as_a_graph_equal_eager_updates(bf16):
                 sums.append({k: v.clone() for k, v in module.update_many(_batches(generator)).items()})
         results.append((sums, module.state_dict()))
     (eager_sums, eager_state), (graph_sums, graph_state) = results
-    assert len(graphed._graphed_updates._graphs) == 1
+    assert graphed.graphed_step.num_graphs == 1
     for call, (want, got) in enumerate(zip(eager_sums, graph_sums)):
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=f"call {call}: {key}")
@@ -80,7 +80,7 @@ def test_ensemble_training_replayed_as_graphs_equals_eager_training(bf16):
         results.append((stats, module.state_dict()))
     (eager_stats, eager_state), (graph_stats, graph_state) = results
     # 2400 training rows: full minibatches of 256 and a last one of 96, one graph each.
-    assert len(graphed._graphed_train_step._graphs) == 2
+    assert graphed.graphed_step.num_graphs == 2
     for want, got in zip(eager_stats, graph_stats):
         torch.testing.assert_close(got["holdout_mse"], want["holdout_mse"], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(got["train_loss"], want["train_loss"], rtol=1e-4, atol=1e-5)
@@ -89,9 +89,11 @@ def test_ensemble_training_replayed_as_graphs_equals_eager_training(bf16):
 
 
 def test_fit_with_cuda_graphs_through_the_cli(logdir):
+    """Graphs are on by default on one GPU (SAC here) and when asked for (dynamics here)."""
     cli = main(["fit", "--config", TINY, "--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed",
-                "--model.sac.cuda_graphs", "true", "--model.dynamics.cuda_graphs", "true"])  # fmt: skip
+                "--model.dynamics.cuda_graphs", "true"])  # fmt: skip
     loop = next(c for c in cli.trainer.callbacks if type(c).__name__ == "MBPOLoop")
     assert loop.env_steps >= 300
-    assert len(cli.model.sac._graphed_updates._graphs) == 1
+    assert cli.model.sac.graphed_step.num_graphs == 1
+    assert cli.model.dynamics.graphed_step.num_graphs >= 1
     assert all(torch.isfinite(p).all() for p in cli.model.parameters())
