@@ -251,7 +251,7 @@ def bench_ensemble(repeats: int, holdout: int = 5000) -> dict[str, float]:
 
         def step(module=module, context=context) -> None:
             with context():
-                module._graphed_train_step(inputs, targets)
+                module.graphed_step(inputs, targets)
 
         results[f"ensemble_train_step_ms_{name}"] = 1000 * timed(step, repeats)
     results["ensemble_step_speedup"] = (
