@@ -100,11 +100,6 @@ class CudaGraphStep:
     def num_graphs(self) -> int:
         return len(self._graphs)
 
-    def reset(self) -> None:
-        """Drop every captured graph (e.g. after parameters or optimizer state were replaced, not updated in place)."""
-        self._graphs.clear()
-        self._warmed.clear()
-
 
 def cuda_graphs_blocker(device: torch.device, world_size: int, has_grad_scaler: bool) -> str | None:
     """Why training steps cannot be replayed as CUDA graphs in this run, or ``None`` when they can."""
