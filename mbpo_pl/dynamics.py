@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -9,7 +11,7 @@ from torch import Tensor
 
 from mbpo_pl.cuda_graphs import CudaGraphStep
 from mbpo_pl.nets.ensemble import GaussianEnsemble, TerminationClassifier, gaussian_nll
-from mbpo_pl.utils import NonFiniteError, all_mean, is_distributed, optimizer_step, own_optimizers
+from mbpo_pl.utils import NonFiniteError, all_mean, clear_grads, is_distributed, optimizer_step, own_optimizers
 
 # Official MBPO per-layer L2 coefficients for the 4 hidden layers + output layer.
 DEFAULT_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
@@ -103,7 +105,9 @@ class DynamicsModule(LightningModule):
         self.termination_steps = termination_steps
         self.termination = TerminationClassifier(obs_dim) if learn_termination else None
         # Enabled by the Trainer's set-up (MBPO.setup) when `cuda_graphs` is None; here only when asked for.
-        self.graphed_step = CudaGraphStep(self._train_step, bool(cuda_graphs), before_capture=self._clear_grads)
+        self.graphed_step = CudaGraphStep(
+            self._train_step, bool(cuda_graphs), before_capture=partial(clear_grads, self)
+        )
 
     @property
     def learn_termination(self) -> bool:
@@ -165,9 +169,6 @@ class DynamicsModule(LightningModule):
         total, _ = self.loss(inputs, targets)
         optimizer_step(self, own_optimizers(self)[0], total)
         return {"loss": total.detach()}
-
-    def _clear_grads(self) -> None:
-        own_optimizers(self)[0].zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def holdout_mse(self, inputs: Tensor, targets: Tensor) -> Tensor:

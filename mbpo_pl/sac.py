@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 
 import torch
 from lightning.pytorch import LightningModule
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from mbpo_pl.cuda_graphs import CudaGraphStep
 from mbpo_pl.losses import alpha_loss, polyak_update, soft_q_target
 from mbpo_pl.nets.sac import TanhGaussianActor, TwinQCritic
-from mbpo_pl.utils import optimizer_step, own_optimizers
+from mbpo_pl.utils import clear_grads, optimizer_step, own_optimizers
 
 
 class SACModule(LightningModule):
@@ -70,7 +71,9 @@ class SACModule(LightningModule):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
         # Enabled by the Trainer's set-up (MBPO.setup) when `cuda_graphs` is None; here only when asked for.
-        self.graphed_step = CudaGraphStep(self._update_many, bool(cuda_graphs), before_capture=self._clear_grads)
+        self.graphed_step = CudaGraphStep(
+            self._update_many, bool(cuda_graphs), before_capture=partial(clear_grads, self)
+        )
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         params = [*self.critic.parameters(), *self.actor.parameters(), self.log_alpha]
@@ -81,9 +84,6 @@ class SACModule(LightningModule):
         :meth:`update` summed over the ``G`` updates (a CUDA graph's own tensors with ``cuda_graphs``: read them
         before the next call)."""
         return self.graphed_step(batches)
-
-    def _clear_grads(self) -> None:
-        own_optimizers(self)[0].zero_grad(set_to_none=True)
 
     def _update_many(self, batches: TensorDict) -> dict[str, Tensor]:
         stats = [self.update(minibatch) for minibatch in batches.unbind(0)]

@@ -80,6 +80,12 @@ def average_gradients(module: LightningModule, optimizer) -> None:  # noqa: ANN0
         grad.copy_(averaged)
 
 
+def clear_grads(module: LightningModule) -> None:
+    """Set the gradients of ``module``'s first optimizer to ``None`` (before a CUDA-graph capture, so that backward
+    allocates them from the graph's memory pool)."""
+    own_optimizers(module)[0].zero_grad(set_to_none=True)
+
+
 def optimizer_step(module: LightningModule, optimizer, loss: Tensor) -> None:  # noqa: ANN001
     """One visible update: ``zero_grad -> backward -> average gradients over ranks -> step``."""
     optimizer.zero_grad(set_to_none=True)
