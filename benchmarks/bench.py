@@ -191,17 +191,24 @@ def bench_trainer_overhead(env_steps: int) -> dict[str, float]:
     precision context, outside Lightning. The Trainer step is the wall time from the end of one raw call to the end
     of the next Trainer step. Overhead = median Trainer step / median raw step - 1. The Trainer carries 4 more no-op
     callbacks (a real run has 4: checkpoint, evaluation, env loop, progress bar), since Lightning dispatches the
-    backward/optimizer-step hooks to every callback.
+    backward/optimizer-step hooks to every callback. Measured with the default (Lightning's backward/step path for
+    the first update of each env step) and with ``lightning_hooks_every_step`` (that path for all G updates).
     """
     results = {}
     batch = random_batch(G * BATCH).reshape(G, BATCH)
-    settings = [("fp32", "32-true", False), ("bf16", "bf16-mixed", False)]
+    settings = [
+        ("fp32", "32-true", False, False),
+        ("bf16", "bf16-mixed", False, False),
+        ("fp32_hooks_every_step", "32-true", False, True),
+        ("bf16_hooks_every_step", "bf16-mixed", False, True),
+    ]
     if DEVICE.type == "cuda" and GRAPHS:
-        settings.append(("bf16_graph", "bf16-mixed", True))
-    for name, precision, graphs in settings:
+        settings.append(("bf16_graph", "bf16-mixed", True, False))
+    for name, precision, graphs, every_step in settings:
         torch.manual_seed(0)
         raw = SACModule(OBS, ACT, target_entropy=-1, cuda_graphs=graphs).to(DEVICE)
-        model = MBPO(DynamicsModule(OBS, ACT), SACModule(OBS, ACT, target_entropy=-1, cuda_graphs=graphs))
+        sac = SACModule(OBS, ACT, target_entropy=-1, cuda_graphs=graphs, lightning_hooks_every_step=every_step)
+        model = MBPO(DynamicsModule(OBS, ACT), sac)
         timer = _Interleaved(raw, batch, warmup=3)
         trainer = Trainer(
             max_epochs=1, accelerator=DEVICE.type, devices=1, logger=False, enable_checkpointing=False,

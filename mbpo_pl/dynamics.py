@@ -49,6 +49,10 @@ class DynamicsModule(LightningModule):
         cuda_graphs: run each ensemble training step as a replayed CUDA graph (one per minibatch shape): the same
             kernels, launched once instead of one by one. ``None`` (default): on when training on one CUDA device
             without a gradient scaler, off otherwise (as ``model.sac.cuda_graphs``).
+        lightning_hooks_every_step: run every ensemble training step through Lightning's ``manual_backward`` and
+            optimizer ``step`` (callbacks' backward/optimizer-step hooks see each one). ``false`` (default): the
+            first step of each training call does, the others run the same backward and Adam step directly (as
+            ``model.sac.lightning_hooks_every_step``; only where Lightning's path adds nothing but the hooks).
         learn_termination: also learn ``p(terminated | next_obs)`` from the real ``terminated`` flags and use it to
             stop model rollouts, for envs with no registered termination function (a hand-written one is exact;
             prefer it where it exists).
@@ -75,6 +79,7 @@ class DynamicsModule(LightningModule):
         max_epochs_per_train: int | None = None,
         fused_optimizer: bool = True,
         cuda_graphs: bool | None = None,
+        lightning_hooks_every_step: bool = False,
         learn_termination: bool = False,
         termination_steps: int = 500,
     ) -> None:
@@ -100,6 +105,9 @@ class DynamicsModule(LightningModule):
         self.max_epochs_per_train = max_epochs_per_train
         self.fused_optimizer = fused_optimizer
         self.cuda_graphs = cuda_graphs
+        self.lightning_hooks_every_step = lightning_hooks_every_step
+        # Set by the Trainer's set-up (MBPO.setup): whether steps after the first of a call may skip Lightning.
+        self.direct_steps = False
         self.model = GaussianEnsemble(obs_dim + act_dim, 1 + obs_dim, ensemble_size, hidden_size, num_hidden_layers)
         self.register_buffer("elites", torch.arange(num_elites))
         self.termination_steps = termination_steps
@@ -164,10 +172,11 @@ class DynamicsModule(LightningModule):
         nll = gaussian_nll(mean, logvar, targets)
         return nll.sum() + self.logvar_bound_weight * self.model.logvar_bound_loss(), nll
 
-    def _train_step(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        """One Adam step on a minibatch ``inputs [E, b, O+A]``, ``targets [E, b, 1+O]`` (one row set per member)."""
+    def _train_step(self, inputs: Tensor, targets: Tensor, through_lightning: bool = True) -> dict[str, Tensor]:
+        """One Adam step on a minibatch ``inputs [E, b, O+A]``, ``targets [E, b, 1+O]`` (one row set per member);
+        ``through_lightning=False`` skips Lightning's hooks (see ``lightning_hooks_every_step``)."""
         total, _ = self.loss(inputs, targets)
-        optimizer_step(self, own_optimizers(self)[0], total)
+        optimizer_step(self, own_optimizers(self)[0], total, through_lightning)
         return {"loss": total.detach()}
 
     @torch.no_grad()
@@ -205,13 +214,18 @@ class DynamicsModule(LightningModule):
         epochs_since_update, epoch = 0, 0
         loss_sum = torch.zeros((), device=device)
         num_batches_total = 0
+        # After the first step of this call, steps may skip Lightning's hook dispatch (replayed graphs skip it anyway).
+        direct = self.direct_steps and not self.graphed_step.enabled
         while True:
             order = bootstrap.gather(1, torch.rand(ensemble_size, num_train, device=device).argsort(dim=1))
             # One gather per epoch ([E, N_train, D]); every minibatch is then a view of it.
             epoch_in, epoch_tg = train_in[order], train_tg[order]
             for start in range(0, num_train, self.batch_size):
-                stop = start + self.batch_size
-                loss_sum += self.graphed_step(epoch_in[:, start:stop], epoch_tg[:, start:stop])["loss"]
+                minibatch = epoch_in[:, start : start + self.batch_size], epoch_tg[:, start : start + self.batch_size]
+                if direct and num_batches_total > 0:
+                    loss_sum += self._train_step(*minibatch, through_lightning=False)["loss"]
+                else:
+                    loss_sum += self.graphed_step(*minibatch)["loss"]
                 num_batches_total += 1
             epoch += 1
             # Averaged over ranks (each holds out its own data), so every rank takes the same stopping decision.

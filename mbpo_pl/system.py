@@ -18,6 +18,7 @@ from torch import Tensor
 from mbpo_pl.cuda_graphs import cuda_graphs_blocker, resolve_cuda_graphs
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.sac import SACModule
+from mbpo_pl.utils import lightning_step_is_plain
 
 
 class MBPO(LightningModule):
@@ -57,9 +58,12 @@ class MBPO(LightningModule):
             self.trainer.world_size,
             getattr(self.trainer.precision_plugin, "scaler", None) is not None,
         )
+        plain = lightning_step_is_plain(self.trainer)
         for name in ("sac", "dynamics"):
             child = getattr(self, name)
             child.graphed_step.enabled = resolve_cuda_graphs(child.cuda_graphs, blocker, f"model.{name}.cuda_graphs")
+            # Lightning's backward/step hooks once per call (env step, training call), or for every step.
+            child.direct_steps = plain and not child.lightning_hooks_every_step
 
     def training_step(self, batch: TensorDict, batch_idx: int) -> None:
         """``batch`` is ``[G, batch_size]``: G SAC updates for the real env step that preceded it."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
-from lightning.pytorch import LightningModule
-from lightning.pytorch.strategies import ParallelStrategy
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.strategies import ParallelStrategy, SingleDeviceStrategy
 from torch import Tensor
 
 
@@ -86,12 +88,34 @@ def clear_grads(module: LightningModule) -> None:
     own_optimizers(module)[0].zero_grad(set_to_none=True)
 
 
-def optimizer_step(module: LightningModule, optimizer, loss: Tensor) -> None:  # noqa: ANN001
-    """One visible update: ``zero_grad -> backward -> average gradients over ranks -> step``."""
+def optimizer_step(module: LightningModule, optimizer, loss: Tensor, through_lightning: bool = True) -> None:  # noqa: ANN001
+    """One visible update: ``zero_grad -> backward -> average gradients over ranks -> step``.
+
+    ``through_lightning=False`` runs ``loss.backward()`` and the wrapped torch optimizer's ``step()`` directly,
+    skipping Lightning's ``manual_backward`` / ``LightningOptimizer.step`` and so their hook dispatch. Only valid
+    where :func:`lightning_step_is_plain` holds, where those two add nothing else.
+    """
     optimizer.zero_grad(set_to_none=True)
+    if not through_lightning:
+        loss.backward()
+        (optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer).step()
+        return
     backward(module, loss)
     average_gradients(module, optimizer)
     optimizer.step()
+
+
+def lightning_step_is_plain(trainer: Trainer) -> bool:
+    """Whether Lightning's ``manual_backward`` + optimizer ``step`` amount to ``loss.backward()`` +
+    ``optimizer.step()`` plus hook dispatch in this run: one device (no gradient sync), and full or mixed precision
+    without a gradient scaler (``32-true``, ``bf16-mixed``). Any other strategy or precision plugin may scale,
+    unscale, cast or synchronise in those calls."""
+    plugin = trainer.precision_plugin
+    return (
+        isinstance(trainer.strategy, SingleDeviceStrategy)
+        and type(plugin) in (Precision, MixedPrecision)
+        and getattr(plugin, "scaler", None) is None
+    )
 
 
 def seeded_generator(seed: int, device: torch.device) -> torch.Generator:

@@ -192,3 +192,67 @@ def test_time_limit_truncation_is_not_stored_as_termination(logdir):
     # terminated is the env's own rule (pole angle beyond 0.2), whatever the time limit did
     torch.testing.assert_close(terminated, real["next", "observation"][:, 1].abs() > 0.2)
     torch.testing.assert_close(real["next", "done"].squeeze(-1), truncated | terminated)
+
+
+def test_lightning_hooks_once_per_call_by_default_every_step_on_request_same_result(logdir, monkeypatch):
+    """Default: Lightning's backward/step hooks for the first SAC update of each env step and the first ensemble
+    step of each training call; ``lightning_hooks_every_step`` for every step. Both train exactly alike."""
+    from mbpo_pl.dynamics import DynamicsModule
+    from mbpo_pl.system import MBPO
+
+    counts: dict[str, int] = {}
+
+    def counting(name, fn=None):
+        def wrapped(*args, **kwargs):
+            counts[name] = counts.get(name, 0) + 1
+            return fn(*args, **kwargs) if fn is not None else None
+
+        return wrapped
+
+    monkeypatch.setattr(Evaluation, "on_before_optimizer_step", counting("hooks"))
+    monkeypatch.setattr(Evaluation, "on_after_backward", counting("after_backward"))
+    monkeypatch.setattr(MBPO, "training_step", counting("training_steps", MBPO.training_step))
+    monkeypatch.setattr(DynamicsModule, "_train_step", counting("ensemble_steps", DynamicsModule._train_step))
+    monkeypatch.setattr(DynamicsModule, "fit_ensemble", counting("fits", DynamicsModule.fit_ensemble))
+    params, runs = [], {}
+    for every_step in (False, True):
+        counts.clear()
+        flag = str(every_step).lower()
+        cli = main(
+            ["fit", "--config", TINY, "--model.sac.lightning_hooks_every_step", flag]
+            + ["--model.dynamics.lightning_hooks_every_step", flag]
+        )
+        assert cli.model.sac.direct_steps is not every_step and cli.model.dynamics.direct_steps is not every_step
+        params.append(torch.cat([p.detach().flatten() for p in cli.model.parameters()]))
+        runs[every_step] = dict(counts)
+    updates_per_step = 2  # tiny.yaml
+    default, every = runs[False], runs[True]
+    assert default["training_steps"] == every["training_steps"] > 0 and default["fits"] == every["fits"] == 4
+    assert default["hooks"] == default["after_backward"] == default["training_steps"] + default["fits"]
+    assert every["hooks"] == every["after_backward"] == every["training_steps"] * updates_per_step + every[
+        "ensemble_steps"
+    ]
+    assert every["ensemble_steps"] > every["fits"]
+    torch.testing.assert_close(params[0], params[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "plain"),
+    [
+        ({}, True),
+        ({"precision": "bf16-mixed"}, True),
+        ({"precision": "64-true"}, False),
+        ({"strategy": "ddp", "devices": 2}, False),
+        ({"gradient_scaler": True}, False),
+    ],
+)
+def test_lightning_steps_are_skipped_only_where_they_add_nothing_but_hooks(kwargs, plain):
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from mbpo_pl.utils import lightning_step_is_plain
+
+    if kwargs.pop("gradient_scaler", False):  # 16-mixed: on CPU Lightning itself would switch to bf16
+        kwargs["plugins"] = [MixedPrecision("16-mixed", "cpu")]
+    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **kwargs)
+    assert lightning_step_is_plain(trainer) is plain

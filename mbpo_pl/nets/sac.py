@@ -83,6 +83,7 @@ class TwinQCritic(nn.Module):
 
     def forward(self, obs: Tensor, action: Tensor, frozen: bool = False) -> Tensor:
         h = torch.cat([obs, action], dim=-1).expand(2, -1, -1)
-        for layer in self.layers[:-1]:
+        *hidden, last = self.layers  # (slicing a ModuleList would build a new one on every call)
+        for layer in hidden:
             h = F.relu(layer(h, frozen))
-        return self.layers[-1](h, frozen).float().squeeze(-1)
+        return last(h, frozen).float().squeeze(-1)
