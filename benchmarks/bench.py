@@ -97,7 +97,7 @@ class PlainSAC(SACModule):
             torch.optim.Adam([self.log_alpha], lr=self.lr),
         ]
 
-    def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+    def update(self, batch: TensorDict, through_lightning: bool = True) -> dict[str, torch.Tensor]:
         critic_opt, actor_opt, alpha_opt = own_optimizers(self)
         obs, action, next_obs = batch["observation"], batch["action"], batch["next", "observation"]
         alpha = self.log_alpha.exp().detach()
@@ -107,13 +107,13 @@ class PlainSAC(SACModule):
             reward, terminated = batch["next", "reward"].squeeze(-1), batch["next", "terminated"].squeeze(-1)
             target_q = soft_q_target(reward, terminated, next_q, next_log_prob, alpha, self.gamma)
         critic_loss = 0.5 * (self.critic(obs, action) - target_q).square().mean(dim=1).sum()
-        optimizer_step(self, critic_opt, critic_loss)
+        optimizer_step(self, critic_opt, critic_loss, through_lightning)
         new_action, log_prob = self.actor(obs)
         self.critic.requires_grad_(False)
         actor_loss = (alpha * log_prob - self.critic(obs, new_action).min(dim=0).values).mean()
         self.critic.requires_grad_(True)
-        optimizer_step(self, actor_opt, actor_loss)
-        optimizer_step(self, alpha_opt, alpha_loss(self.log_alpha, log_prob, self.target_entropy))
+        optimizer_step(self, actor_opt, actor_loss, through_lightning)
+        optimizer_step(self, alpha_opt, alpha_loss(self.log_alpha, log_prob, self.target_entropy), through_lightning)
         polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
         return {"critic_loss": critic_loss.detach()}
 
