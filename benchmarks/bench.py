@@ -277,6 +277,44 @@ def bench_ensemble(repeats: int, holdout: int = 5000) -> dict[str, float]:
     return results
 
 
+def _mlp_products(
+    members: int, sizes: list[int], forward: int, weight_grads: int, input_grads: int, first_input_grads: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(a, b)`` operands of every ``a @ b`` that ``forward`` passes of an MLP (``members`` fused members,
+    layer widths ``sizes``, batch 256) and their backward passes compute: ``weight_grads`` passes computing the
+    weight gradients (``x^T @ grad_out``), ``input_grads`` passes computing the gradients of the hidden inputs
+    (``grad_out @ W^T``), ``first_input_grads`` of them also the first layer's (a gradient reaching the input)."""
+    dtype = torch.bfloat16
+
+    def t(*shape: int) -> torch.Tensor:
+        return torch.randn(*(([members] if members > 1 else []) + list(shape)), device=DEVICE, dtype=dtype)
+
+    products = []
+    for layer, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
+        products += [(t(BATCH, i), t(i, o))] * forward + [(t(i, BATCH), t(BATCH, o))] * weight_grads
+        products += [(t(BATCH, o), t(o, i))] * (first_input_grads if layer == 0 else input_grads)
+    return products
+
+
+def bench_matmul_floor(repeats: int) -> dict[str, float]:
+    """The matrix products alone of one SAC update and one ensemble training step, in bf16 and with the update's
+    own shapes: what the fast path would cost if every other kernel (activations, casts, losses, Adam) and all
+    dispatch were free. A floor for these network sizes on this machine, not an achievable figure.
+
+    SAC (batch 256, 2 x 256 hidden): actor forward on next and current observations, backward on the current;
+    twin critics (one fused pair) forward as targets, as the regressed critics (full backward) and as the actor's
+    frozen critics (backward to the action only). Ensemble: 7 members, 4 x 200 hidden, one forward and backward.
+    """
+    actor = [OBS, 256, 256, 2 * ACT]
+    critic = [OBS + ACT, 256, 256, 1]
+    sac = _mlp_products(1, actor, 2, 1, 1, 0) + _mlp_products(2, critic, 3, 1, 2, 1)
+    ensemble = _mlp_products(7, [OBS + ACT, 200, 200, 200, 200, 2 * (OBS + 1)], 1, 1, 1, 0)
+    results = {}
+    for name, products in (("sac_update", sac), ("ensemble_train_step", ensemble)):
+        results[f"{name}_ms_matmuls_only"] = 1000 * timed(lambda p=products: [a @ b for a, b in p], repeats)
+    return results
+
+
 @torch.no_grad()
 def all_members_rollout_step(model, actor, elites, done, obs: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
     """One rollout step in the plain formulation: every member on every state, then pick each state's elite."""
@@ -318,11 +356,24 @@ def bench_env(steps: int) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- per 1000 env steps
-# Epochs per model-training call (early stopping decides them; they depend on the data, so they are not measured on
-# the random-policy data below). Means from a real Hopper-v5 run with the paper settings (seed 0, fp32):
-# the first call (5,000 random transitions, fresh model) ran 398 epochs; calls between 5k and 10k env steps 50 on
-# average; calls from 10k to 23k steps 16.5 (`dynamics/epochs` in its logs; README, Speed).
-FIRST_CALL_EPOCHS, EARLY_EPOCHS, LATE_EPOCHS = 398, 50.0, 16.5
+# Epochs per model-training call: early stopping decides them from the data, so they are not measured on the
+# random-policy data below but taken from a real Hopper-v5 run with the paper settings (seed 0, bf16-mixed, 2 CPU
+# cores; `dynamics/epochs` in its logs; README, Speed): the first call (5,000 random transitions, fresh model) ran
+# FIRST_CALL_EPOCHS epochs; the later calls' means per block of 5,000 env steps are EPOCHS_PER_CALL, the last block's
+# mean standing for every later call.
+FIRST_CALL_EPOCHS = 298
+EPOCHS_PER_CALL = (  # (block start in env steps, mean epochs of the calls after it, up to the next block)
+    (5_000, 54.9), (10_000, 26.6), (15_000, 16.2), (20_000, 18.9), (25_000, 17.4), (30_000, 20.1),
+    (35_000, 25.6), (40_000, 30.1), (45_000, 23.8), (50_000, 20.0), (55_000, 22.6), (60_000, 20.8),
+    (65_000, 17.9), (70_000, 16.1), (75_000, 20.4), (80_000, 25.3),
+)  # fmt: skip
+
+
+def epochs_per_call(env_step: int) -> float:
+    """Epochs of the model-training call at ``env_step`` (the first call is the one at 5,000 steps)."""
+    if env_step <= EPOCHS_PER_CALL[0][0]:
+        return FIRST_CALL_EPOCHS
+    return [epochs for start, epochs in EPOCHS_PER_CALL if start < env_step][-1]
 
 
 def hopper_transitions(n: int, seed: int = 0) -> TensorDict:
@@ -432,8 +483,8 @@ def project_hopper_run(
         return early[key] + (late[key] - early[key]) * (x - x0) / (x1 - x0)
 
     fixed = early["sac"] + early["env"] + early["eval"]  # per 1000 env steps, independent of the buffer
-    for call, step in enumerate(range(5000, total_steps, 250)):
-        epochs = FIRST_CALL_EPOCHS if call == 0 else (EARLY_EPOCHS if step < 10_000 else LATE_EPOCHS)
+    for step in range(5000, total_steps, 250):
+        epochs = epochs_per_call(step)
         k = rollout_length((step - 5000) // 1000, 20, 100, 1, 15)
         hours += (
             interpolate("model_epoch_s", step, early_n, late_n) * epochs
@@ -443,13 +494,17 @@ def project_hopper_run(
     return hours
 
 
-def bench_per_1000(quick: bool) -> dict[str, float]:
+def bench_per_1000(quick: bool, components: dict[str, float]) -> dict[str, float]:
+    """The per-1000-step table at both buffer sizes, the projected full-run hours of both paths and, from the
+    component timings (``components``), the projection at the matrix-product floor: the fast path with its SAC
+    updates and model epochs cut to their matrix products alone (:func:`bench_matmul_floor`; rollouts, env and
+    evaluation as measured)."""
     sizes = {"early": (5_000, 1), "late": (100_000 if not quick else 20_000, 15 if not quick else 3)}
     transitions = hopper_transitions(max(n for n, _ in sizes.values()))
     results: dict[str, float] = {}
     rows: dict[str, dict] = {}
     for stage, (n, k) in sizes.items():
-        epochs = EARLY_EPOCHS if stage == "early" else LATE_EPOCHS
+        epochs = epochs_per_call(n + 250)  # the calls of the 1000 env steps that follow a buffer of n
         for path in ("plain", "fast"):
             rows[f"{stage}_{path}"] = row = per_1000_env_steps(
                 transitions[-n:], k, fast=path == "fast", epochs=epochs, sac_env_steps=5 if quick else 25
@@ -461,6 +516,19 @@ def bench_per_1000(quick: bool) -> dict[str, float]:
         results[f"projected_hopper_125k_hours_{path}"] = project_hopper_run(
             rows[f"early_{path}"], rows[f"late_{path}"], sizes["early"][0], sizes["late"][0], sizes["late"][1]
         )
+
+    def matmul_share(name: str) -> float:  # matrix products alone / the fast path's measured time
+        return components[f"{name}_ms_matmuls_only"] / components[f"{name}_ms_{fastest(components, f'{name}_ms')}"]
+
+    sac_share, model_share = matmul_share("sac_update"), matmul_share("ensemble_train_step")
+    floor = {
+        stage: {**rows[f"{stage}_fast"], "sac": rows[f"{stage}_fast"]["sac"] * sac_share,
+                "model_epoch_s": rows[f"{stage}_fast"]["model_epoch_s"] * model_share}
+        for stage in sizes
+    }  # fmt: skip
+    results["projected_hopper_125k_hours_matmul_floor"] = project_hopper_run(
+        floor["early"], floor["late"], sizes["early"][0], sizes["late"][0], sizes["late"][1]
+    )
     print_per_1000_table(rows, sizes)
     return results
 
@@ -503,11 +571,12 @@ def main() -> None:
         lambda: bench_sac(int(200 * scale) or 5),
         lambda: bench_trainer_overhead(int(150 * scale) or 5),
         lambda: bench_ensemble(int(100 * scale) or 5),
+        lambda: bench_matmul_floor(int(100 * scale) or 5),
         lambda: bench_rollout(100_000, 3 if not args.quick else 1),
         lambda: bench_env(int(2000 * scale) or 50),
     ]
     if not args.skip_per_1000:
-        sections.append(lambda: bench_per_1000(args.quick))
+        sections.append(lambda: bench_per_1000(args.quick, results))
     results: dict[str, float] = {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for section in sections:  # figures are printed and written as each part finishes
