@@ -1,6 +1,7 @@
 """Component timings of mbpo_pl at Hopper-v5 sizes, printed as a table and written as JSON.
 
     python benchmarks/bench.py [--device cpu|cuda] [--threads 2] [--out benchmarks/results.json] [--quick]
+    python benchmarks/bench.py --reproject benchmarks/results_h200.json   # projections only, current epochs/call
 
 Each speed ratio compares two paths measured in this same run. bf16 runs under Lightning's own ``bf16-mixed``
 precision plugin (autocast without the weight-cast cache), exactly as ``--trainer.precision bf16-mixed`` trains.
@@ -494,12 +495,18 @@ def project_hopper_run(
     return hours
 
 
+def per_1000_sizes(quick: bool) -> dict[str, tuple[int, int]]:
+    """``{stage: (real transitions N, rollout length k)}`` of the per-1000-step rows (``--quick``: a smaller late
+    buffer)."""
+    return {"early": (5_000, 1), "late": (100_000 if not quick else 20_000, 15 if not quick else 3)}
+
+
 def bench_per_1000(quick: bool, components: dict[str, float]) -> dict[str, float]:
     """The per-1000-step table at both buffer sizes, the projected full-run hours of both paths and, from the
     component timings (``components``), the projection at the matrix-product floor: the fast path with its SAC
     updates and model epochs cut to their matrix products alone (:func:`bench_matmul_floor`; rollouts, env and
     evaluation as measured)."""
-    sizes = {"early": (5_000, 1), "late": (100_000 if not quick else 20_000, 15 if not quick else 3)}
+    sizes = per_1000_sizes(quick)
     transitions = hopper_transitions(max(n for n, _ in sizes.values()))
     results: dict[str, float] = {}
     rows: dict[str, dict] = {}
@@ -533,6 +540,27 @@ def bench_per_1000(quick: bool, components: dict[str, float]) -> dict[str, float
     return results
 
 
+def reproject(path: Path) -> dict[str, float]:
+    """The projected full-run hours of both paths from the per-1000-step rows stored in an earlier results file
+    (``path``), with this file's epochs per call: no timing, so a projection made with older epoch figures can be
+    brought up to date without the machine it was measured on (e.g. the GPU file)."""
+    stored = json.loads(path.read_text())
+    results, sizes = stored["results"], per_1000_sizes(stored["meta"]["quick"])
+    projected = {}
+    for path_name in ("plain", "fast"):
+        rows = {
+            stage: {key.removeprefix(f"per1000_{stage}_{path_name}_"): value for key, value in results.items()
+                    if key.startswith(f"per1000_{stage}_{path_name}_")}
+            for stage in ("early", "late")
+        }  # fmt: skip
+        if not all(rows.values()):
+            raise SystemExit(f"{path} has no per-1000-step rows (it was written with --skip-per-1000)")
+        projected[f"projected_hopper_125k_hours_{path_name}"] = project_hopper_run(
+            rows["early"], rows["late"], sizes["early"][0], sizes["late"][0], sizes["late"][1]
+        )
+    return projected
+
+
 def print_per_1000_table(rows: dict[str, dict], sizes: dict[str, tuple[int, int]]) -> None:
     keys = ("sac", "model_train", "rollout", "env", "eval", "total")
     print("wall seconds per 1000 Hopper env steps (paper settings)")
@@ -552,7 +580,15 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="repeats of the component timings (x)")
     parser.add_argument("--no-graphs", action="store_true", help="on CUDA, leave out the CUDA-graph variants")
     parser.add_argument("--skip-per-1000", action="store_true", help="only the component timings (about 2 minutes)")
+    parser.add_argument(
+        "--reproject", type=Path, metavar="RESULTS_JSON",
+        help="time nothing: print the full-run projections of a stored results file with this file's epochs per call",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.reproject is not None:
+        for key, value in reproject(args.reproject).items():
+            print(f"{key}  {value:.3f}")
+        return
     global DEVICE, GRAPHS
     DEVICE, GRAPHS = torch.device(args.device), not args.no_graphs
     torch.set_num_threads(args.threads)
