@@ -473,12 +473,12 @@ def per_1000_env_steps(real: TensorDict, k: int, fast: bool, epochs: float, sac_
     return row
 
 
-def project_hopper_run(
-    early: dict, late: dict, early_n: int, late_n: int, late_k: int, total_steps: int = 125_000
-) -> float:
-    """Projected wall hours of a full Hopper run from the early/late rows: model-epoch time interpolated linearly
-    in the buffer size, rollout time linearly in ``k`` (schedule [20, 100, 1, 15]), epochs per call as above."""
+def project_hopper_run(early: dict, late: dict, sizes: dict[str, tuple[int, int]], total_steps: int = 125_000) -> float:
+    """Projected wall hours of a full Hopper run from the early/late rows measured at ``sizes``
+    (:func:`per_1000_sizes`): model-epoch time interpolated linearly in the buffer size, rollout time linearly in
+    ``k`` (schedule [20, 100, 1, 15]), epochs per call as above."""
     hours = 0.0
+    (early_n, _), (late_n, late_k) = sizes["early"], sizes["late"]
 
     def interpolate(key: str, x: float, x0: float, x1: float) -> float:
         return early[key] + (late[key] - early[key]) * (x - x0) / (x1 - x0)
@@ -521,7 +521,7 @@ def bench_per_1000(quick: bool, components: dict[str, float]) -> dict[str, float
         results[f"per1000_{stage}_speedup"] = rows[f"{stage}_plain"]["total"] / rows[f"{stage}_fast"]["total"]
     for path in ("plain", "fast"):
         results[f"projected_hopper_125k_hours_{path}"] = project_hopper_run(
-            rows[f"early_{path}"], rows[f"late_{path}"], sizes["early"][0], sizes["late"][0], sizes["late"][1]
+            rows[f"early_{path}"], rows[f"late_{path}"], sizes
         )
 
     def matmul_share(name: str) -> float:  # matrix products alone / the fast path's measured time
@@ -533,9 +533,7 @@ def bench_per_1000(quick: bool, components: dict[str, float]) -> dict[str, float
                 "model_epoch_s": rows[f"{stage}_fast"]["model_epoch_s"] * model_share}
         for stage in sizes
     }  # fmt: skip
-    results["projected_hopper_125k_hours_matmul_floor"] = project_hopper_run(
-        floor["early"], floor["late"], sizes["early"][0], sizes["late"][0], sizes["late"][1]
-    )
+    results["projected_hopper_125k_hours_matmul_floor"] = project_hopper_run(floor["early"], floor["late"], sizes)
     print_per_1000_table(rows, sizes)
     return results
 
@@ -555,9 +553,7 @@ def reproject(path: Path) -> dict[str, float]:
         }  # fmt: skip
         if not all(rows.values()):
             raise SystemExit(f"{path} has no per-1000-step rows (it was written with --skip-per-1000)")
-        projected[f"projected_hopper_125k_hours_{path_name}"] = project_hopper_run(
-            rows["early"], rows["late"], sizes["early"][0], sizes["late"][0], sizes["late"][1]
-        )
+        projected[f"projected_hopper_125k_hours_{path_name}"] = project_hopper_run(rows["early"], rows["late"], sizes)
     return projected
 
 
