@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
 
 import gymnasium as gym
 import lightning
@@ -316,6 +317,54 @@ def bench_matmul_floor(repeats: int) -> dict[str, float]:
     return results
 
 
+def _bf16_output_layers():
+    """Run the output layers under autocast like the hidden ones (bf16 heads), for the cost comparison only."""
+    def under_autocast(layer, x, *args):  # noqa: ANN001, ANN202
+        return layer(x, *args)
+
+    return mock.patch.multiple("mbpo_pl.nets.ensemble", float32_output=under_autocast), mock.patch.multiple(
+        "mbpo_pl.nets.sac", float32_output=under_autocast
+    )
+
+
+def bench_float32_heads(repeats: int) -> dict[str, float]:
+    """What computing the output layers (critic, actor and ensemble heads) in float32 costs on the bf16 fast path:
+    one SAC update and one ensemble training step with float32 heads (the shipped code) and with bf16 heads,
+    alternated round by round in this run."""
+    sac = SACModule(OBS, ACT, target_entropy=-1).to(DEVICE)
+    dynamics = DynamicsModule(OBS, ACT, fused_optimizer=True).to(DEVICE)
+    batches = random_batch(G * BATCH).reshape(G, BATCH)
+    inputs = torch.randn(7, BATCH, OBS + ACT, device=DEVICE)
+    targets = torch.randn(7, BATCH, OBS + 1, device=DEVICE)
+    context = _precision(True)
+
+    def sac_env_step() -> None:
+        with context():
+            sac.update_many(batches)
+
+    def ensemble_step() -> None:
+        with context():
+            dynamics.graphed_step(inputs, targets)
+
+    times: dict[str, list[float]] = {}
+    for _ in range(3):  # alternate, so drift in the machine's speed hits both alike
+        for heads in ("float32", "bf16"):
+            patches = _bf16_output_layers() if heads == "bf16" else (nullcontext(), nullcontext())
+            with patches[0], patches[1]:
+                times.setdefault(f"sac_update_ms_{heads}_heads", []).append(
+                    1000 * timed(sac_env_step, max(repeats // G, 2)) / G
+                )
+                times.setdefault(f"ensemble_train_step_ms_{heads}_heads", []).append(
+                    1000 * timed(ensemble_step, repeats)
+                )
+    results = {key: float(np.median(values)) for key, values in times.items()}
+    for name in ("sac_update", "ensemble_train_step"):
+        results[f"{name}_float32_heads_cost"] = (
+            results[f"{name}_ms_float32_heads"] / results[f"{name}_ms_bf16_heads"] - 1
+        )
+    return results
+
+
 @torch.no_grad()
 def all_members_rollout_step(model, actor, elites, done, obs: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
     """One rollout step in the plain formulation: every member on every state, then pick each state's elite."""
@@ -576,6 +625,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="repeats of the component timings (x)")
     parser.add_argument("--no-graphs", action="store_true", help="on CUDA, leave out the CUDA-graph variants")
     parser.add_argument("--skip-per-1000", action="store_true", help="only the component timings (about 2 minutes)")
+    parser.add_argument("--only", nargs="+", metavar="SECTION", help="run only these sections (e.g. sac float32_heads)")
     parser.add_argument(
         "--reproject", type=Path, metavar="RESULTS_JSON",
         help="time nothing: print the full-run projections of a stored results file with this file's epochs per call",
@@ -599,19 +649,25 @@ def main() -> None:
         "quick": args.quick,
     }
     print(f"mbpo_pl benchmark ({meta})")
-    sections = [
-        lambda: bench_sac(int(200 * scale) or 5),
-        lambda: bench_trainer_overhead(int(150 * scale) or 5),
-        lambda: bench_ensemble(int(100 * scale) or 5),
-        lambda: bench_matmul_floor(int(100 * scale) or 5),
-        lambda: bench_rollout(100_000, 3 if not args.quick else 1),
-        lambda: bench_env(int(2000 * scale) or 50),
-    ]
+    sections = {
+        "sac": lambda: bench_sac(int(200 * scale) or 5),
+        "trainer_overhead": lambda: bench_trainer_overhead(int(150 * scale) or 5),
+        "ensemble": lambda: bench_ensemble(int(100 * scale) or 5),
+        "float32_heads": lambda: bench_float32_heads(int(100 * scale) or 5),
+        "matmul_floor": lambda: bench_matmul_floor(int(100 * scale) or 5),
+        "rollout": lambda: bench_rollout(100_000, 3 if not args.quick else 1),
+        "env": lambda: bench_env(int(2000 * scale) or 50),
+    }
     if not args.skip_per_1000:
-        sections.append(lambda: bench_per_1000(args.quick, results))
+        sections["per_1000"] = lambda: bench_per_1000(args.quick, results)
+    if args.only:
+        unknown = set(args.only) - set(sections)
+        if unknown:
+            parser.error(f"unknown --only section(s) {sorted(unknown)}; choose from {sorted(sections)}")
+        sections = {name: sections[name] for name in args.only}
     results: dict[str, float] = {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for section in sections:  # figures are printed and written as each part finishes
+    for section in sections.values():  # figures are printed and written as each part finishes
         new = section()
         results.update(new)
         width = max(map(len, new))

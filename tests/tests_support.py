@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 ENV_KWARGS = {
+    "Walker2d-v5": {"xml_file": "walker2d.xml"},  # the paper's (v2) feet friction, as conf/walker2d.yaml
     "Ant-v5": {"include_cfrc_ext_in_observation": False},
     "Humanoid-v5": {
         "include_cinert_in_observation": False,

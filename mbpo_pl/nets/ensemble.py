@@ -75,6 +75,15 @@ class InputNormalizer(nn.Module):
         return (data - self.mean) / self.std
 
 
+def float32_output(layer: nn.Module, x: Tensor, *args) -> Tensor:
+    """``layer(x, *args)`` computed in float32 even under bf16/fp16 autocast: for output layers, whose values must
+    keep more than bf16's 8 significant bits (Q values near 1,000 would move in steps of 4-8; predicted rewards
+    and state changes would be rounded before they compound over a rollout). The hidden layers that feed ``x``
+    keep autocast's precision; the output layers are a few percent of the FLOPs."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return layer(x.float(), *args)
+
+
 def soft_clamp_logvar(logvar: Tensor, min_logvar: Tensor, max_logvar: Tensor) -> Tensor:
     """Differentiable bounds on the log-variance (MBPO/PETS): ``min <= logvar <= max`` softly."""
     logvar = max_logvar - F.softplus(max_logvar - logvar)
@@ -121,16 +130,16 @@ class GaussianEnsemble(nn.Module):
         return [*self.hidden, self.head]
 
     def _split(self, out: Tensor) -> tuple[Tensor, Tensor]:
-        # float32 from here on: under bf16 autocast only the matmuls run in bf16; the log-variance bounds, the
-        # loss and the sampled next states keep full precision.
-        mean, raw_logvar = out.float().split(self.output_size, dim=-1)
+        # ``out`` is float32 (the head runs outside autocast): the log-variance bounds, the loss and the sampled next
+        # states keep full precision; only the hidden layers run in bf16 under bf16-mixed.
+        mean, raw_logvar = out.split(self.output_size, dim=-1)
         return mean, soft_clamp_logvar(raw_logvar, self.min_logvar, self.max_logvar)
 
     def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         h = self.normalizer(inputs)
         for layer in self.hidden:
             h = F.silu(layer(h))
-        return self._split(self.head(h))
+        return self._split(float32_output(self.head, h))
 
     def forward_members(self, inputs: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
         """Run only ``members`` (``[M]`` indices) on ``inputs`` ``[M, B, input_size]``: the rollout path, which
@@ -138,7 +147,7 @@ class GaussianEnsemble(nn.Module):
         h = self.normalizer(inputs)
         for layer in self.hidden:
             h = F.silu(layer.forward_members(h, members))
-        return self._split(self.head.forward_members(h, members))
+        return self._split(float32_output(self.head.forward_members, h, members))
 
     def logvar_bound_loss(self) -> Tensor:
         """``sum(max_logvar) - sum(min_logvar)``: keeps the learned bounds tight (weighted 0.01 in the loss)."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mbpo_pl.nets.ensemble import EnsembleLinear
+from mbpo_pl.nets.ensemble import EnsembleLinear, float32_output
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the usual SAC bounds (Haarnoja et al. 2018, softlearning)
 
@@ -42,7 +42,11 @@ class TanhGaussianActor(nn.Module):
         self.net = mlp(obs_dim, hidden_size, 2 * act_dim, num_hidden_layers)
 
     def distribution_params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        mean, log_std = self.net(obs).float().chunk(2, dim=-1)  # float32 after the (maybe bf16) matmuls
+        *hidden, head = self.net  # the head in float32 (hidden layers in bf16 under bf16-mixed)
+        h = obs
+        for layer in hidden:
+            h = layer(h)
+        mean, log_std = float32_output(head, h).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
@@ -86,4 +90,4 @@ class TwinQCritic(nn.Module):
         *hidden, last = self.layers  # (slicing a ModuleList would build a new one on every call)
         for layer in hidden:
             h = F.relu(layer(h, frozen))
-        return last(h, frozen).float().squeeze(-1)
+        return float32_output(last, h, frozen).squeeze(-1)  # Q values keep float32's resolution under bf16

@@ -1,0 +1,28 @@
+"""The shipped configs build the paper's robots, not only envs with the paper's names."""
+
+from pathlib import Path
+
+import pytest
+
+from mbpo_pl.cli import main
+from mbpo_pl.envs import make_env
+
+CONF = Path(__file__).parents[1] / "conf"
+
+
+def _configured_env(name: str, logdir):
+    cli = main(["--config", str(CONF / f"{name}.yaml"), "--trainer.logger.init_args.save_dir", str(logdir)], run=False)
+    return make_env(cli.datamodule.env_id, cli.datamodule.env_kwargs)
+
+
+def _geom_friction(env, geom: str) -> float:
+    model = env.unwrapped.model
+    return float(model.geom(geom).friction[0])
+
+
+def test_walker2d_config_has_the_v2_feet_friction(logdir):
+    """Walker2d v2-v4 (the paper's): right foot 0.9, left foot 1.9; the v5 default model has 1.9 on both."""
+    env = _configured_env("walker2d", logdir)
+    assert _geom_friction(env, "foot_geom") == pytest.approx(0.9)
+    assert _geom_friction(env, "foot_left_geom") == pytest.approx(1.9)
+    env.close()
