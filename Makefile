@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= conf/inverted_pendulum.yaml
 # Real env steps for `make train` (the quickstart default is short); STEPS= (empty) keeps the config's own budget.
 STEPS ?= 5000
-TRAIN_ARGS := $(if $(STEPS),--trainer.callbacks.init_args.total_env_steps $(STEPS))
+TRAIN_ARGS := $(if $(STEPS),--loop.total_env_steps $(STEPS))
 
 .PHONY: install train test test-slow lint clean
 

@@ -11,7 +11,8 @@ Schedule (MBPO Alg. 2 with the official code's interleaving), counted in real en
   ``on_train_epoch_start``, the others in ``on_train_batch_end`` of the previous batch), so every batch of
   ``G`` SAC updates follows exactly one env step.
 
-Training stops after ``total_env_steps`` env steps (the Trainer's ``max_epochs`` is derived from it).
+Training stops after ``total_env_steps`` env steps: the loop stops the Trainer (which runs with ``max_epochs=-1``)
+at the end of the epoch that reaches it. Configured as the ``loop:`` section (``--loop.total_env_steps``).
 
 Under DDP (``--trainer.strategy ddp --trainer.devices N``) every rank steps its own env copy (seed offset by
 ``1000 * rank``) into its own real buffer and makes its own rollouts; ``env_steps`` and every schedule count
@@ -22,7 +23,6 @@ its own steps, i.e. every ``N * model_train_freq`` global steps.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.envs import make_env
+from mbpo_pl.errors import ConfigError
 from mbpo_pl.rollout import branched_rollout, make_transitions, rollout_length
 from mbpo_pl.system import MBPO
 from mbpo_pl.termination import get_termination_fn
@@ -73,9 +74,9 @@ class MBPOLoop(Callback):
     ) -> None:
         super().__init__()
         if len(rollout_schedule) != 4:
-            raise ValueError(f"rollout_schedule must be [min_epoch, max_epoch, min_k, max_k], got {rollout_schedule}")
+            raise ConfigError(f"rollout_schedule must be [min_epoch, max_epoch, min_k, max_k], got {rollout_schedule}")
         if min(rollout_schedule[2:]) < 1:
-            raise ValueError(f"rollout lengths must be >= 1, got rollout_schedule={rollout_schedule}")
+            raise ConfigError(f"rollout lengths must be >= 1, got rollout_schedule={rollout_schedule}")
         for name, value in (
             ("total_env_steps", total_env_steps),
             ("rollout_batch_size", rollout_batch_size),
@@ -83,9 +84,9 @@ class MBPOLoop(Callback):
             ("retain_epochs", retain_epochs),
         ):
             if value < 1:
-                raise ValueError(f"MBPOLoop.{name}={value} must be >= 1.")
+                raise ConfigError(f"MBPOLoop.{name}={value} must be >= 1.")
         if not 0 <= init_random_steps < total_env_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"init_random_steps={init_random_steps} must be in [0, total_env_steps={total_env_steps})."
             )
         self.total_env_steps = total_env_steps
@@ -119,8 +120,8 @@ class MBPOLoop(Callback):
         else:
             try:
                 self.termination_fn = get_termination_fn(data.env_id)
-            except KeyError as err:
-                raise KeyError(
+            except ConfigError as err:
+                raise ConfigError(
                     f"{err.args[0]} Or learn one from the real data: set model.dynamics.learn_termination: true."
                 ) from None
         self._check_batches_fit(data, trainer.world_size)
@@ -129,15 +130,13 @@ class MBPOLoop(Callback):
         self._obs = None
         self.world_size = trainer.world_size
         self._device = trainer.strategy.root_device
-        steps_after_init = self.total_env_steps - self.init_random_steps
-        trainer.fit_loop.max_epochs = math.ceil(steps_after_init / (data.model_train_freq * self.world_size))
 
     def _check_batches_fit(self, data: MBPODataModule, world_size: int) -> None:
         """Refuse settings whose buffers cannot give a full batch when training starts."""
         first_real = self.init_random_steps // world_size  # real transitions per rank at the first model training
         needed = max(data.num_real, 2)  # the real rows of one SAC batch; 2 for the model's holdout split
         if first_real < needed:
-            raise ValueError(
+            raise ConfigError(
                 f"MBPOLoop.init_random_steps={self.init_random_steps} gives each of the {world_size} process(es) "
                 f"{first_real} real transitions before training starts, fewer than the {data.num_real} real rows of "
                 f"one SAC batch (data.batch_size={data.batch_size} x real_ratio={data.real_ratio}; at least 2 for "
@@ -146,7 +145,7 @@ class MBPOLoop(Callback):
             )
         model_rows = data.batch_size - data.num_real
         if self.rollout_batch_size < model_rows:
-            raise ValueError(
+            raise ConfigError(
                 f"MBPOLoop.rollout_batch_size={self.rollout_batch_size} model transitions per rollout are fewer "
                 f"than the {model_rows} model rows of each SAC batch (data.batch_size={data.batch_size}, "
                 f"real_ratio={data.real_ratio}). Raise rollout_batch_size or lower data.batch_size."
@@ -393,12 +392,12 @@ class MBPOLoop(Callback):
             return
         self._pending_restore = None
         if pending["world_size"] != self.world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"This checkpoint was written by a run with {pending['world_size']} processes; resume it with the "
                 f"same number (--trainer.devices/--trainer.num_nodes), not {self.world_size}."
             )
         if len(trainer.datamodule.real_buffer) == 0:
-            raise RuntimeError(
+            raise ConfigError(
                 f"This checkpoint was taken after {self.env_steps} env steps but holds no replay buffer, so "
                 "training cannot continue as if never stopped. Start a new run instead."
             )

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from callbacks.env_loop import find_loop
 from mbpo_pl.envs import make_env
+from mbpo_pl.errors import ConfigError
 
 
 class Evaluation(Callback):
@@ -41,9 +42,9 @@ class Evaluation(Callback):
     ) -> None:
         super().__init__()
         if every_n_env_steps < 1 or num_episodes < 1:
-            raise ValueError("Evaluation.every_n_env_steps and num_episodes must be >= 1")
+            raise ConfigError("Evaluation.every_n_env_steps and num_episodes must be >= 1")
         if video_every_n_env_steps is not None and video_every_n_env_steps % every_n_env_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"Evaluation.video_every_n_env_steps={video_every_n_env_steps} must be a multiple of "
                 f"every_n_env_steps={every_n_env_steps} (videos are recorded at evaluations)."
             )
@@ -64,7 +65,7 @@ class Evaluation(Callback):
             try:
                 from moviepy import editor  # noqa: F401  (TensorBoard's and W&B's video encoder)
             except ImportError as err:
-                raise ImportError("Evaluation videos need moviepy<2 and imageio: pip install 'mbpo_pl[video]'") from err
+                raise ConfigError("Evaluation videos need moviepy<2 and imageio: pip install 'mbpo_pl[video]'") from err
             os.environ.setdefault("MUJOCO_GL", "egl")  # headless offscreen rendering
             size = {"width": self.video_size, "height": self.video_size}
             self.video_env = make_env(data.env_id, {**data.env_kwargs, **size}, render_mode="rgb_array")

@@ -9,6 +9,6 @@ elif len(sys.argv) > 1 and sys.argv[1] == "report":
 
     report_main(sys.argv[2:])
 else:
-    from mbpo_pl.cli import main
+    from mbpo_pl.cli import run_cli
 
-    main()
+    run_cli()

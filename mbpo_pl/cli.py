@@ -1,19 +1,36 @@
-"""``python -m mbpo_pl fit --config conf/hopper.yaml``: LightningCLI with omegaconf interpolation."""
+"""``python -m mbpo_pl fit --config conf/hopper.yaml``: LightningCLI with the MBPO loop and evaluation as their own
+config sections (``--loop.*``, ``--eval.*``), one folder per run and readable errors.
+
+Run folders: TensorBoard logs in ``<save_dir>/<env id>/version_N/``, that run's checkpoints in its
+``checkpoints/`` subfolder (Lightning's default beside the logs), so no run writes into another's files.
+``--ckpt_path last`` resumes the newest run of the configured env, ``--ckpt_path RUN_DIR`` a given run, and
+``--ckpt_path FILE`` a given checkpoint; a checkpoint inside a run folder continues logging into that same folder.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import sys
 import warnings
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_only
 
+from callbacks.env_loop import MBPOLoop
+from callbacks.evaluation import Evaluation
 from callbacks.progress import MBPOProgressBar
 from mbpo_pl.data import MBPODataModule
+from mbpo_pl.errors import ConfigError
 from mbpo_pl.system import MBPO
 
 
@@ -53,6 +70,60 @@ def share_cpu_threads(trainer: Trainer) -> int:
     return torch.get_num_threads()
 
 
+RUN_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers with save_dir/name/version_N run folders
+
+
+def _run_loggers(trainer_config: Namespace) -> list[Namespace]:
+    """The configured loggers (unparsed) that write ``save_dir/name/version`` run folders."""
+    loggers = trainer_config.get("logger")
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    return [lg for lg in loggers if isinstance(lg, Namespace) and lg.class_path.rsplit(".", 1)[-1] in RUN_LOGGERS]
+
+
+def _version_number(run_dir: Path) -> int:
+    match = re.fullmatch(r"version_(\d+)", run_dir.name)
+    return int(match.group(1)) if match else -1
+
+
+def newest_run_checkpoint(runs_root: Path) -> Path:
+    """``last.ckpt`` of the highest-numbered ``version_N`` under ``runs_root`` (``<save_dir>/<env id>``) having one."""
+    candidates = sorted(runs_root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: _version_number(p.parents[1]))
+    if not candidates:
+        raise ConfigError(
+            f"--ckpt_path last: no run under {runs_root} has a checkpoints/last.ckpt to resume. Give the run folder "
+            "or the checkpoint file explicitly (--ckpt_path logs/ENV/version_N), or start a new run without "
+            "--ckpt_path."
+        )
+    return candidates[-1]
+
+
+def resolve_checkpoint(ckpt_path: str, runs_root: Path | None) -> Path:
+    """``last`` (the newest run under ``runs_root``), a run folder (its ``checkpoints/last.ckpt``) or a file,
+    checked to exist and to be a readable checkpoint archive."""
+    if ckpt_path == "last":
+        if runs_root is None:
+            raise ConfigError("--ckpt_path last needs a TensorBoard or CSV logger (run folders); give a file instead.")
+        path = newest_run_checkpoint(runs_root)
+    else:
+        path = Path(ckpt_path)
+        if path.is_dir():
+            path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"--ckpt_path: no checkpoint file at {path}. Check the path (runs keep theirs in "
+                          "<run folder>/checkpoints/), or start a new run without --ckpt_path.")  # fmt: skip
+    try:
+        with zipfile.ZipFile(path) as archive:  # reads the archive's directory only, not the tensors
+            bad = archive.testzip() if path.stat().st_size < 2**20 else None
+    except (zipfile.BadZipFile, OSError) as err:
+        bad = str(err)
+    if bad is not None:
+        raise ConfigError(
+            f"--ckpt_path: {path} is truncated or corrupt ({bad}), so it cannot be loaded. Resume from another "
+            f"checkpoint of that run (the epoch=N.ckpt files beside it), or start a new run without --ckpt_path."
+        )
+    return path
+
+
 class MBPOCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
         parser.add_argument(
@@ -63,14 +134,21 @@ class MBPOCLI(LightningCLI):
             "multi-process CPU run). Use 1 when other CPU-heavy processes share the cores: oversubscribed OpenMP "
             "threads spin and slow updates by ~100x.",
         )
+        # Evaluation before the loop in the callback list: it runs after the env step of each batch and its time
+        # is billed to the loop's `time/eval_s`.
+        parser.add_lightning_class_args(Evaluation, "eval")
+        parser.add_lightning_class_args(MBPOLoop, "loop")
+        # The run length is loop.total_env_steps alone: the Trainer runs until the loop stops it.
+        parser.set_defaults({"trainer.max_epochs": -1, "trainer.num_sanity_val_steps": 0,
+                             "trainer.enable_model_summary": False})  # fmt: skip
         # Observation/action sizes come from the env, never from the user.
         for child in ("dynamics", "sac"):
             parser.link_arguments("data.obs_dim", f"model.{child}.init_args.obs_dim", apply_on="instantiate")
             parser.link_arguments("data.act_dim", f"model.{child}.init_args.act_dim", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Adds the MBPO progress bar (env steps, last eval return, env steps/s) unless the config disables the bar
-        or brings its own."""
+        """Adds the MBPO progress bar (the whole run's env steps, ETA, last eval return, env steps/s) unless the
+        config disables the bar or brings its own."""
         config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
         trainer_config = config.get("trainer", {})
         callbacks = list(kwargs.get("callbacks", trainer_config.get("callbacks") or []))
@@ -81,29 +159,95 @@ class MBPOCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def before_instantiate_classes(self) -> None:
-        threads = self._torch_threads()
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        threads = config.get("torch_threads")
         if threads is not None:
             if threads < 1:
-                raise ValueError(f"--torch_threads={threads} must be >= 1")
+                raise ConfigError(f"--torch_threads={threads} must be >= 1")
             torch.set_num_threads(threads)
+        trainer = config.get("trainer", Namespace())
+        for key in ("max_epochs", "max_steps"):
+            if trainer.get(key) not in (None, -1):
+                raise ConfigError(
+                    f"trainer.{key}={trainer.get(key)}: an MBPO run's length is set by loop.total_env_steps "
+                    f"(e.g. --loop.total_env_steps 50000); leave trainer.{key} unset."
+                )
+        if config.get("ckpt_path"):
+            self._resume_into_run_folder(config)
+
+    def _resume_into_run_folder(self, config: Namespace) -> None:
+        """Resolve ``ckpt_path``; a checkpoint in ``<run>/checkpoints/`` makes the run loggers write into ``<run>``."""
+        loggers = _run_loggers(config.trainer)
+        runs_root = None
+        if loggers:
+            init = loggers[0].init_args
+            runs_root = Path(init.save_dir) / (init.get("name") or "lightning_logs")
+        path = resolve_checkpoint(str(config.ckpt_path), runs_root)
+        config.ckpt_path = str(path)
+        if path.parent.name == "checkpoints":
+            run_dir = path.parent.parent
+            for logger in loggers:
+                logger.init_args.save_dir = str(run_dir.parent.parent)
+                logger.init_args.name = run_dir.parent.name
+                logger.init_args.version = run_dir.name
+        self.resumed_from = path
 
     def before_fit(self) -> None:
-        if self._torch_threads() is None:
+        if self.config[self.subcommand].get("torch_threads") is None:
             share_cpu_threads(self.trainer)
+        self._print_run_summary()
 
-    def _torch_threads(self) -> int | None:
-        return self.config.get(self.subcommand, self.config).get("torch_threads")
+    @rank_zero_only
+    def _print_run_summary(self) -> None:
+        trainer, data = self.trainer, self.datamodule
+        loop = next(c for c in trainer.callbacks if isinstance(c, MBPOLoop))
+        lines = [
+            f"MBPO on {data.env_id}: {loop.total_env_steps:,} env steps ({loop.init_random_steps:,} random first), "
+            f"seed {self.config[self.subcommand].get('seed_everything')}",
+            f"  device      {trainer.strategy.root_device} x {trainer.world_size} process(es), "
+            f"{torch.get_num_threads()} torch thread(s), precision {trainer.precision}",
+        ]
+        if trainer.log_dir is not None and trainer.loggers:
+            lines.append(f"  logs        {trainer.log_dir}")
+        if trainer.checkpoint_callback is not None:
+            checkpoint_dir = trainer.checkpoint_callback.dirpath or str(Path(trainer.log_dir or ".") / "checkpoints")
+            lines.append(f"  checkpoints {checkpoint_dir}")
+        if getattr(self, "resumed_from", None) is not None:
+            lines.append(f"  resuming    {self.resumed_from}")
+        print("\n".join(lines), flush=True)
+
+
+def quiet_console() -> None:
+    """Only what helps on the console: no TorchRL INFO lines, no Lightning banner or tips, no deprecation noise
+    from dependencies (our own summary says what runs, where)."""
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")  # sized on purpose
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    for name in ("torchrl", "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed"):  # fmt: skip
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> MBPOCLI:
-    # Our train loader is a sized IterableDataset on purpose (no prefetch, see MBPODataModule); single-process.
-    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    quiet_console()
+    # Interpolations such as `${data.env_id}` resolve against the final config (files, then command line), and
+    # the absolute paths written in our configs work under the `fit` subcommand.
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return MBPOCLI(
         MBPO,
         MBPODataModule,
         args=args,
         run=run,
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={"parser_mode": "omegaconf+"},
         save_config_callback=LogConfigCallback,
         save_config_kwargs={"overwrite": True},
     )
+
+
+def run_cli(args: list[str] | None = None) -> None:
+    """The command line: a :class:`ConfigError` is printed as ``error: <message>`` with exit status 2."""
+    try:
+        main(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

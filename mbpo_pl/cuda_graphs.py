@@ -16,6 +16,8 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor
 
+from mbpo_pl.errors import ConfigError
+
 StepInput = Tensor | TensorDictBase
 
 
@@ -115,5 +117,7 @@ def cuda_graphs_blocker(device: torch.device, world_size: int, has_grad_scaler: 
 def resolve_cuda_graphs(setting: bool | None, blocker: str | None, name: str) -> bool:
     """``None`` (the default): graphs wherever they can run. ``True`` where they cannot: an error naming why."""
     if setting and blocker is not None:
-        raise ValueError(f"{name}=true {blocker}: set it to false, or leave it unset to use graphs where they can run.")
+        raise ConfigError(
+            f"{name}=true {blocker}: set it to false, or leave it unset to use graphs where they can run."
+        )
     return blocker is None if setting is None else setting

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
 
 from mbpo_pl.envs import env_dims
+from mbpo_pl.errors import ConfigError
 from mbpo_pl.utils import seeded_generator
 
 
@@ -101,7 +102,8 @@ class MBPODataModule(LightningDataModule):
         buffer_storage: ``memory`` (tensors on the training device) or ``memmap`` (memory-mapped files under
             ``buffer_dir``: large buffers off the RAM, and checkpoints that hold a reference to a copy of the
             buffers written beside them instead of the buffers themselves).
-        buffer_dir: directory of the memory-mapped buffers (``memmap`` only).
+        buffer_dir: directory of the memory-mapped buffers (``memmap`` only; default: ``buffers/`` in the run's own
+            log folder, so runs never share buffer files and a resumed run finds its own).
 
     The buffers' sampling generators are seeded from the run seed (``seed_everything``) plus ``1000 * rank``.
     """
@@ -116,11 +118,11 @@ class MBPODataModule(LightningDataModule):
         real_ratio: float = 0.05,
         real_buffer_size: int = 1_000_000,
         buffer_storage: Literal["memory", "memmap"] = "memory",
-        buffer_dir: str = "buffers",
+        buffer_dir: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= real_ratio <= 1.0:
-            raise ValueError(f"data.real_ratio={real_ratio} must be in [0, 1] (the paper uses 0.05).")
+            raise ConfigError(f"data.real_ratio={real_ratio} must be in [0, 1] (the paper uses 0.05).")
         for name, value in (
             ("model_train_freq", model_train_freq),
             ("updates_per_step", updates_per_step),
@@ -128,9 +130,9 @@ class MBPODataModule(LightningDataModule):
             ("real_buffer_size", real_buffer_size),
         ):
             if value < 1:
-                raise ValueError(f"data.{name}={value} must be >= 1.")
+                raise ConfigError(f"data.{name}={value} must be >= 1.")
         if real_buffer_size < batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"data.real_buffer_size={real_buffer_size} is smaller than one batch (data.batch_size={batch_size}): "
                 "raise real_buffer_size or lower batch_size."
             )
@@ -142,7 +144,7 @@ class MBPODataModule(LightningDataModule):
         self.real_ratio = real_ratio
         self.real_buffer_size = real_buffer_size
         self.buffer_storage = buffer_storage
-        self.buffer_dir = Path(buffer_dir)
+        self.buffer_dir = Path(buffer_dir) if buffer_dir is not None else None
         self.num_real = int(batch_size * real_ratio)
         self.obs_dim, self.act_dim = env_dims(env_id, self.env_kwargs)  # also validates the env
         self.real_buffer: TensorDictReplayBuffer | None = None
@@ -158,6 +160,9 @@ class MBPODataModule(LightningDataModule):
         if self.trainer is not None:
             self._device = self.trainer.strategy.root_device
             self._rank = self.trainer.global_rank
+        if self.buffer_dir is None:
+            run_dir = self.trainer.log_dir if self.trainer is not None else None
+            self.buffer_dir = Path(run_dir or ".") / "buffers"
         self.seed = torch.initial_seed() % 2**31  # the run seed after seed_everything
         self.real_buffer, self._generators["real"] = make_replay_buffer(
             self.real_buffer_size, self._device, self.seed + 1000 * self._rank, self._memmap_dir("real")
@@ -232,7 +237,7 @@ class MBPODataModule(LightningDataModule):
         """Raise a clear error when a checkpoint was made for another env or observation/action size."""
         current = self.env_signature()
         if saved != current:
-            raise ValueError(
+            raise ConfigError(
                 f"{what} was made for env {saved.get('env_id')!r} (kwargs {saved.get('env_kwargs')}, obs_dim "
                 f"{saved.get('obs_dim')}, act_dim {saved.get('act_dim')}), but this run is configured for "
                 f"{current['env_id']!r} (kwargs {current['env_kwargs']}, obs_dim {current['obs_dim']}, act_dim "
@@ -265,7 +270,7 @@ class MBPODataModule(LightningDataModule):
             dump_dir = self.buffer_dir / f"rank{self._rank}" / "checkpoint" / name
             found = (dump_dir / "checkpoint_token").read_text() if (dump_dir / "checkpoint_token").is_file() else None
             if found != state["token"]:
-                raise ValueError(
+                raise ConfigError(
                     f"The memory-mapped {name} buffer for this checkpoint is not in {dump_dir} (found the buffers of "
                     f"{'another save' if found else 'no save'}). With data.buffer_storage=memmap only the latest "
                     "checkpoint's buffers are kept on disk: resume from the latest checkpoint (--ckpt_path last) "

@@ -10,6 +10,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from mbpo_pl.cuda_graphs import CudaGraphStep
+from mbpo_pl.errors import ConfigError
 from mbpo_pl.nets.ensemble import GaussianEnsemble, TerminationClassifier, gaussian_nll
 from mbpo_pl.utils import NonFiniteError, all_mean, clear_grads, is_distributed, optimizer_step, own_optimizers
 
@@ -85,14 +86,14 @@ class DynamicsModule(LightningModule):
     ) -> None:
         super().__init__()
         if not 1 <= num_elites <= ensemble_size:
-            raise ValueError(f"num_elites={num_elites} must be in [1, ensemble_size={ensemble_size}].")
+            raise ConfigError(f"num_elites={num_elites} must be in [1, ensemble_size={ensemble_size}].")
         if len(weight_decay) != num_hidden_layers + 1:
-            raise ValueError(
+            raise ConfigError(
                 f"weight_decay needs {num_hidden_layers + 1} coefficients (one per hidden layer plus the output "
                 f"layer), got {len(weight_decay)}."
             )
         if not 0.0 < holdout_ratio < 1.0:
-            raise ValueError(f"holdout_ratio={holdout_ratio} must be in (0, 1).")
+            raise ConfigError(f"holdout_ratio={holdout_ratio} must be in (0, 1).")
         self.automatic_optimization = False
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.num_elites = num_elites

@@ -12,6 +12,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from mbpo_pl.errors import ConfigError
+
 
 def _unknown_env_message(env_id: str) -> str:
     close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=5, cutoff=0.5)
@@ -25,27 +27,27 @@ def _unknown_env_message(env_id: str) -> str:
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode: str | None = None) -> gym.Env:
     """``gym.make(env_id, **env_kwargs)`` checked for MBPO and rescaled to actions in ``[-1, 1]``."""
     if env_id not in gym.registry:
-        raise ValueError(_unknown_env_message(env_id))
+        raise ConfigError(_unknown_env_message(env_id))
     try:
         env = gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
     except TypeError as err:  # a keyword the env does not take
-        raise ValueError(f"`data.env_kwargs` {env_kwargs} are not accepted by {env_id!r}: {err}") from err
+        raise ConfigError(f"`data.env_kwargs` {env_kwargs} are not accepted by {env_id!r}: {err}") from err
     if not isinstance(env.action_space, gym.spaces.Box):
         env.close()
-        raise ValueError(
+        raise ConfigError(
             f"{env_id!r} has a {type(env.action_space).__name__} action space; MBPO (SAC with a Gaussian policy) "
             "needs continuous actions (gymnasium.spaces.Box). Pick a continuous-control env such as Hopper-v5."
         )
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env.close()
-        raise ValueError(
+        raise ConfigError(
             f"{env_id!r} has observation space {env.observation_space}; the dynamics model needs a flat Box "
             "observation. Wrap the env (e.g. gymnasium.wrappers.FlattenObservation) and register the wrapped id."
         )
     low, high = env.action_space.low, env.action_space.high
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         env.close()
-        raise ValueError(f"{env_id!r} has unbounded actions {env.action_space}; a tanh policy needs finite bounds.")
+        raise ConfigError(f"{env_id!r} has unbounded actions {env.action_space}; a tanh policy needs finite bounds.")
     if not (np.all(low == -1.0) and np.all(high == 1.0)):
         ones = np.ones(env.action_space.shape, dtype=env.action_space.dtype)
         env = gym.wrappers.RescaleAction(env, min_action=-ones, max_action=ones)

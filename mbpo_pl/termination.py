@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mbpo_pl.errors import ConfigError
+
 TerminationFn = Callable[[Tensor], Tensor]
 
 _REGISTRY: dict[str, TerminationFn] = {}
@@ -33,7 +35,7 @@ def get_termination_fn(env_id: str) -> TerminationFn:
         return _REGISTRY[env_id]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(
+        raise ConfigError(
             f"No termination function is registered for {env_id!r} (known: {known}). MBPO needs one to stop model "
             "rollouts: write `def done(next_obs: Tensor) -> Tensor` (bool [N] from next_obs [N, obs_dim]) that "
             f"mirrors the env's `terminated` rule and decorate it with "

@@ -143,7 +143,10 @@ def test_print_config_works(capsys):
         main(["fit", "--config", TINY, "--print_config"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "env_id: InvertedPendulum-v5" in out and "MBPOLoop" in out
+    assert "env_id: InvertedPendulum-v5" in out
+    # the loop and the evaluation are sections of their own, overridable as --loop.X / --eval.X
+    assert "\nloop:\n" in out and "  total_env_steps: 300\n" in out
+    assert "\neval:\n" in out and "  every_n_env_steps: 100\n" in out
 
 
 def test_plot_and_report_commands(logdir, tmp_path, capsys):
@@ -165,14 +168,14 @@ def test_plot_and_report_commands(logdir, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
-        (["--trainer.callbacks.init_args.rollout_schedule", "[1, 3, 0, 3]"], "rollout lengths must be >= 1"),
+        (["--loop.rollout_schedule", "[1, 3, 0, 3]"], "rollout lengths must be >= 1"),
         (["--model.dynamics.num_elites", "9"], "num_elites=9 must be in [1, ensemble_size=3]"),
         (["--data.real_ratio", "1.5"], "real_ratio=1.5 must be in [0, 1]"),
         (["--data.env_id", "CartPole-v1"], "needs continuous actions"),
         (["--data.env_id", "Hoper-v5"], "Did you mean: Hopper-v5"),
         (["--data.real_buffer_size", "16"], "real_buffer_size=16 is smaller than one batch"),
-        (["--trainer.callbacks.init_args.init_random_steps", "5"], "Raise init_random_steps to at least 8"),
-        (["--trainer.callbacks.init_args.rollout_batch_size", "10"], "rollout_batch_size=10 model transitions"),
+        (["--loop.init_random_steps", "5"], "Raise init_random_steps to at least 8"),
+        (["--loop.rollout_batch_size", "10"], "rollout_batch_size=10 model transitions"),
         (["--model.sac.cuda_graphs", "true"], "model.sac.cuda_graphs=true needs a CUDA device, but this run trains"),
     ],
 )

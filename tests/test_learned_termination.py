@@ -7,6 +7,7 @@ from tests_support import real_transitions
 
 from mbpo_pl.cli import main
 from mbpo_pl.dynamics import DynamicsModule
+from mbpo_pl.errors import ConfigError
 from mbpo_pl.termination import get_termination_fn
 
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
@@ -34,7 +35,7 @@ def test_learned_termination_agrees_with_hopper_rule(capsys):
 
 
 def test_env_without_termination_fn_needs_the_learned_one(logdir):
-    with pytest.raises(KeyError, match="learn_termination: true"):
+    with pytest.raises(ConfigError, match="learn_termination: true"):
         main(["fit", "--config", TINY, "--data.env_id", "Pusher-v5"])
     cli = main(["fit", "--config", TINY, "--data.env_id", "Pusher-v5", "--model.dynamics.learn_termination", "true"])
     assert cli.model.dynamics.learn_termination

@@ -22,7 +22,7 @@ def _fit(logdir, total_env_steps, seed, extra=()):
             str(logdir),
             "--trainer.enable_progress_bar",
             "false",
-            "--trainer.callbacks.init_args.total_env_steps",
+            "--loop.total_env_steps",
             str(total_env_steps),
             *extra,
         ]

@@ -22,7 +22,7 @@ def _fit(save_dir, total, *extra):
             "fit", "--config", TINY,
             "--trainer.logger.init_args.save_dir", str(save_dir),
             "--trainer.enable_checkpointing", "true",
-            "--trainer.callbacks.init_args.total_env_steps", str(total),
+            "--loop.total_env_steps", str(total),
             *extra,
         ]
     )  # fmt: skip
@@ -60,7 +60,7 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, storage):
 def test_killed_run_resumes_without_losing_checkpointed_transitions(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MBPO_TEST_LOGDIR": str(tmp_path / "killed")}
     command = [sys.executable, "-m", "mbpo_pl", "fit", "--config", TINY, "--trainer.enable_checkpointing", "true",
-               "--trainer.callbacks.init_args.total_env_steps", "100000"]  # fmt: skip
+               "--loop.total_env_steps", "100000"]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300

@@ -4,6 +4,7 @@ import pytest
 import torch
 from tests_support import real_transitions
 
+from mbpo_pl.errors import ConfigError
 from mbpo_pl.termination import get_termination_fn, registered_env_ids
 
 
@@ -19,5 +20,5 @@ def test_termination_fn_agrees_with_the_env(env_id):
 
 
 def test_unregistered_env_gets_a_clear_error():
-    with pytest.raises(KeyError, match="register_termination_fn"):
+    with pytest.raises(ConfigError, match="register_termination_fn"):
         get_termination_fn("Pusher-v5")

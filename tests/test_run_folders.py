@@ -1,0 +1,122 @@
+"""Run folders: every run logs and checkpoints into its own ``<save_dir>/<env id>/version_N/``; a resume continues
+the same folder; user mistakes print ``error: <message>`` (exit status 2) instead of a traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from callbacks import Evaluation
+from mbpo_pl.cli import main, resolve_checkpoint
+from mbpo_pl.errors import ConfigError
+from mbpo_pl.report import load_scalars
+
+TINY = Path(__file__).parent / "conf" / "tiny.yaml"
+
+
+@pytest.fixture
+def env_named_config(tmp_path):
+    """tiny.yaml with checkpoints on and the logger named after the env, as the shipped configs are."""
+    text = TINY.read_text().replace("name: tiny", "name: ${data.env_id}")
+    checkpoints = ("enable_checkpointing: true\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint"
+                   "\n      init_args:\n        save_last: true")  # fmt: skip
+    text = text.replace("enable_checkpointing: false", checkpoints)
+    path = tmp_path / "tiny_env_named.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _fit(config, save_dir, *extra):
+    return main(["fit", "--config", config, "--trainer.logger.init_args.save_dir", str(save_dir), *extra])
+
+
+def test_loop_and_eval_settings_are_command_line_sections(logdir):
+    cli = main(["fit", "--config", str(TINY), "--loop.total_env_steps", "250", "--eval.every_n_env_steps", "125"])
+    evaluation = next(c for c in cli.trainer.callbacks if isinstance(c, Evaluation))
+    assert [step for step, _ in evaluation.history] == [125, 250]
+
+
+def test_env_id_override_writes_under_its_own_env_folder(env_named_config, tmp_path):
+    _fit(env_named_config, tmp_path / "logs", "--data.env_id", "InvertedDoublePendulum-v5",
+         "--loop.total_env_steps", "150")  # fmt: skip
+    assert (tmp_path / "logs" / "InvertedDoublePendulum-v5" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "logs" / "InvertedPendulum-v5").exists()
+
+
+def test_two_runs_of_one_config_keep_both_runs_checkpoints(env_named_config, tmp_path):
+    for _ in range(2):
+        _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "150")
+    runs = tmp_path / "logs" / "InvertedPendulum-v5"
+    for version in ("version_0", "version_1"):
+        assert (runs / version / "checkpoints" / "last.ckpt").is_file(), version
+        assert (runs / version / "config.yaml").is_file()
+
+
+def test_resume_last_continues_the_same_run_folder_and_curve(env_named_config, tmp_path):
+    _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "200")
+    _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "300", "--ckpt_path", "last")
+    runs = tmp_path / "logs" / "InvertedPendulum-v5"
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0"]
+    assert len(list((runs / "version_0").glob("events.out.tfevents.*"))) == 2  # one file per process, one folder
+    steps = [step for step, _ in load_scalars(runs / "version_0")["eval/return"]]
+    assert steps == [200, 300]  # 200 from the first process, 300 from the resumed one
+
+
+def test_resume_from_a_run_folder(env_named_config, tmp_path):
+    _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "150")
+    run = tmp_path / "logs" / "InvertedPendulum-v5" / "version_0"
+    assert resolve_checkpoint(str(run), None) == run / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "no checkpoint file at"), (b"not a checkpoint", "truncated or corrupt")],
+    ids=["missing", "corrupt"],
+)
+def test_missing_or_corrupt_checkpoint_gets_a_message_naming_the_file(tmp_path, content, reason):
+    path = tmp_path / "last.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=reason) as info:
+        resolve_checkpoint(str(path), None)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_checkpoint_is_refused(env_named_config, tmp_path):
+    _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "150")
+    checkpoint = tmp_path / "logs" / "InvertedPendulum-v5" / "version_0" / "checkpoints" / "last.ckpt"
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="truncated or corrupt"):
+        resolve_checkpoint(str(checkpoint), None)
+
+
+def test_resume_last_without_any_run_says_so(env_named_config, tmp_path):
+    with pytest.raises(ConfigError, match="no run under .* has a checkpoints/last.ckpt"):
+        _fit(env_named_config, tmp_path / "logs", "--ckpt_path", "last")
+
+
+def test_trainer_max_epochs_is_refused_in_favour_of_the_loop(logdir):
+    with pytest.raises(ConfigError, match="loop.total_env_steps"):
+        main(["fit", "--config", str(TINY), "--trainer.max_epochs", "3"])
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--data.env_id", "CartPole-v1"], "needs continuous actions"),
+        (["--ckpt_path", "does/not/exist.ckpt"], "no checkpoint file at does/not/exist.ckpt"),
+    ],
+    ids=["discrete-env", "missing-checkpoint"],
+)
+def test_user_mistakes_print_an_error_line_and_exit_2(tmp_path, args, reason):
+    env = {"MBPO_TEST_LOGDIR": str(tmp_path), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mbpo_pl", "fit", "--config", str(TINY), *args],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert reason in result.stderr
