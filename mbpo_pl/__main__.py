@@ -1,13 +1,13 @@
+"""``python -m mbpo_pl fit|plot|report|results ...``: training (LightningCLI) and the run tools."""
+
 import sys
 
-if len(sys.argv) > 1 and sys.argv[1] == "plot":
-    from mbpo_pl.plot import main as plot_main
+TOOLS = {"plot": "mbpo_pl.plot", "report": "mbpo_pl.report", "results": "mbpo_pl.results"}
 
-    plot_main(sys.argv[2:])
-elif len(sys.argv) > 1 and sys.argv[1] == "report":
-    from mbpo_pl.report import main as report_main
+if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
+    from importlib import import_module
 
-    report_main(sys.argv[2:])
+    import_module(TOOLS[sys.argv[1]]).main(sys.argv[2:])
 else:
     from mbpo_pl.cli import run_cli
 

@@ -32,6 +32,8 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode:
         env = gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
     except TypeError as err:  # a keyword the env does not take
         raise ConfigError(f"`data.env_kwargs` {env_kwargs} are not accepted by {env_id!r}: {err}") from err
+    except (ImportError, gym.error.Error) as err:  # a missing dependency or an env retired in this install
+        raise ConfigError(f"{env_id!r} cannot be made in this installation: {err}") from err
     if not isinstance(env.action_space, gym.spaces.Box):
         env.close()
         raise ConfigError(

@@ -33,27 +33,30 @@ def run_env_id(run_dir: Path) -> str:
 
 
 def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves: dict[str, list[tuple[Path, list[tuple[int, float]]]]] = {}
+    curves: dict[str, list[tuple[str, list[tuple[int, float]]]]] = {}
     for run_dir in run_dirs:
         if not run_dir.is_dir():
             raise SystemExit(f"{run_dir}: no such run directory")
         points = load_scalars(run_dir).get("eval/return", [])
         if not points:
             raise SystemExit(f"{run_dir}: no eval/return logged (is it a TensorBoard run directory of mbpo_pl?)")
-        curves.setdefault(run_env_id(run_dir), []).append((run_dir, points))
+        curves.setdefault(run_env_id(run_dir), []).append(("/".join(run_dir.parts[-3:]), points))
+    return draw_curves(curves, output, title)
+
+
+def draw_curves(
+    curves: dict[str, list[tuple[str, list[tuple[int, float]]]]], output: Path, title: str | None = None
+) -> Path:
+    """One panel per env id: each ``(label, [(env_step, return)])`` curve and the paper's MBPO band where known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
     for axis, (env_id, runs) in zip(axes[0], sorted(curves.items())):
-        max_step = 0
-        for run_dir, points in runs:
+        for label, points in runs:
             steps, returns = zip(*points)
-            max_step = max(max_step, steps[-1])
-            label = "/".join(run_dir.parts[-3:])
             axis.plot(steps, returns, alpha=0.7 if len(runs) > 1 else 1.0, label=label)
         reference = PAPER_MBPO_RETURNS.get(env_id.split("-")[0])
         if reference:

@@ -1,8 +1,10 @@
 """Termination functions ``done(next_obs [N, O]) -> bool [N]`` for model rollouts, batched in torch.
 
-Each one mirrors the Gymnasium v5 env's own ``terminated`` rule, expressed on the *observation* (the model
-predicts observations, not MuJoCo states); ``tests/test_termination.py`` checks every one against the real env.
-Register your own with :func:`register_termination_fn`.
+Each one mirrors the Gymnasium env's own ``terminated`` rule, expressed on the *observation* (the model predicts
+observations, not MuJoCo states); ``tests/test_termination.py`` checks every registered id against the real env.
+Registered: the MuJoCo envs in their v4 and v5 versions (v2/v3 need the retired mujoco-py) and the envs that never
+terminate (Pendulum-v1, HalfCheetah, Swimmer, Reacher, Pusher-v5, HumanoidStandup). Register your own with
+:func:`register_termination_fn`.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _all_finite(obs: Tensor) -> Tensor:
     return torch.isfinite(obs).all(dim=-1)
 
 
-@register_termination_fn("Hopper-v5")
+@register_termination_fn("Hopper-v4", "Hopper-v5")
 def hopper(next_obs: Tensor) -> Tensor:
     # v5: healthy = 0.7 < z, -0.2 < angle < 0.2, |state[2:]| < 100. The official MBPO code applies `abs` to a
     # boolean here (a known bug); this is the corrected form.
@@ -62,38 +64,47 @@ def hopper(next_obs: Tensor) -> Tensor:
     return ~healthy
 
 
-@register_termination_fn("Walker2d-v5")
+@register_termination_fn("Walker2d-v4", "Walker2d-v5")
 def walker2d(next_obs: Tensor) -> Tensor:
     z, angle = next_obs[:, 0], next_obs[:, 1]
     healthy = (z > 0.8) & (z < 2.0) & (angle > -1.0) & (angle < 1.0)
     return ~healthy
 
 
-@register_termination_fn("Ant-v5")
+@register_termination_fn("Ant-v4", "Ant-v5")
 def ant(next_obs: Tensor) -> Tensor:
     z = next_obs[:, 0]
     return ~(_all_finite(next_obs) & (z >= 0.2) & (z <= 1.0))
 
 
-@register_termination_fn("Humanoid-v5")
+@register_termination_fn("Humanoid-v4", "Humanoid-v5")
 def humanoid(next_obs: Tensor) -> Tensor:
     z = next_obs[:, 0]
     return ~((z > 1.0) & (z < 2.0))
 
 
-@register_termination_fn("HalfCheetah-v5")
-def half_cheetah(next_obs: Tensor) -> Tensor:
+NEVER_TERMINATE = (
+    "Pendulum-v1",
+    "Pusher-v5",  # Pusher-v4 needs mujoco<3
+    *(f"{name}-{v}" for name in ("HalfCheetah", "Swimmer", "Reacher", "HumanoidStandup") for v in ("v4", "v5")),
+)
+
+
+@register_termination_fn(*NEVER_TERMINATE)
+def never(next_obs: Tensor) -> Tensor:
+    """Envs whose episodes end only by their time limit (truncation, which SAC bootstraps through)."""
     return torch.zeros(next_obs.shape[0], dtype=torch.bool, device=next_obs.device)
 
 
-@register_termination_fn("InvertedPendulum-v5")
+@register_termination_fn("InvertedPendulum-v4", "InvertedPendulum-v5")
 def inverted_pendulum(next_obs: Tensor) -> Tensor:
     return ~(_all_finite(next_obs) & (next_obs[:, 1].abs() <= 0.2))
 
 
-@register_termination_fn("InvertedDoublePendulum-v5")
+@register_termination_fn("InvertedDoublePendulum-v4", "InvertedDoublePendulum-v5")
 def inverted_double_pendulum(next_obs: Tensor) -> Tensor:
-    # obs[1:3] = sin(theta1, theta2), obs[3:5] = cos(theta1, theta2); poles of length 0.6 on a cart.
+    # obs[1:3] = sin(theta1, theta2), obs[3:5] = cos(theta1, theta2); poles of length 0.6 on a cart (v4 appends
+    # constraint forces after these entries, v5 drops them).
     sin1, sin2, cos1, cos2 = next_obs[:, 1], next_obs[:, 2], next_obs[:, 3], next_obs[:, 4]
     tip_y = 0.6 * cos1 + 0.6 * (cos1 * cos2 - sin1 * sin2)
     return tip_y <= 1.0

@@ -8,14 +8,15 @@ from callbacks import Evaluation
 from mbpo_pl.cli import main
 
 CONF = str(Path(__file__).parents[1] / "conf" / "inverted_pendulum.yaml")
+PENDULUM = str(Path(__file__).parents[1] / "conf" / "pendulum.yaml")
 
 
-def _fit(logdir, total_env_steps, seed, extra=()):
+def _fit(logdir, total_env_steps, seed, extra=(), config=CONF):
     cli = main(
         [
             "fit",
             "--config",
-            CONF,
+            config,
             "--seed_everything",
             str(seed),
             "--trainer.logger.init_args.save_dir",
@@ -50,3 +51,14 @@ def test_mbpo_solves_inverted_pendulum_within_6000_steps(logdir, seed, monkeypat
     monkeypatch.chdir(logdir)
     history = _fit(logdir, 6000, seed=seed)
     assert max(r for _, r in history) >= 950, history
+
+
+@pytest.mark.slow
+def test_mbpo_swings_up_pendulum_within_5000_steps(logdir, monkeypatch):
+    """conf/pendulum.yaml (Pendulum-v1, never terminates) for its 5,000 env steps, seed 0: the first evaluation
+    (after 1,000 random steps) hangs or spins; the last two swing up and balance from random starts."""
+    monkeypatch.chdir(logdir)
+    history = _fit(logdir, 5000, seed=0, config=PENDULUM)
+    returns = [r for _, r in history]
+    assert returns[0] < -700, history
+    assert sum(returns[-2:]) / 2 >= -250, history

@@ -19,8 +19,10 @@ TINY = Path(__file__).parent / "conf" / "tiny.yaml"
 def env_named_config(tmp_path):
     """tiny.yaml with checkpoints on and the logger named after the env, as the shipped configs are."""
     text = TINY.read_text().replace("name: tiny", "name: ${data.env_id}")
-    checkpoints = ("enable_checkpointing: true\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint"
-                   "\n      init_args:\n        save_last: true")  # fmt: skip
+    checkpoints = (
+        "enable_checkpointing: true\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        "      init_args:\n        save_last: true"
+    )
     text = text.replace("enable_checkpointing: false", checkpoints)
     path = tmp_path / "tiny_env_named.yaml"
     path.write_text(text)

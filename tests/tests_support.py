@@ -19,11 +19,12 @@ ENV_KWARGS = {
 def real_transitions(env_id: str, episodes: int = 12, max_steps: int = 200, seed: int = 0):
     """``(next_obs [N, O], terminated [N])`` from random-action episodes, every other one from a perturbed state."""
     env = gym.make(env_id, **ENV_KWARGS.get(env_id, {}))
+    mujoco = hasattr(env.unwrapped, "init_qpos")
     rng = np.random.default_rng(seed)
     next_obs, terminated = [], []
     for episode in range(episodes):
         env.reset(seed=seed + episode)
-        if episode % 2:  # perturbed start state: push the joints away from the nominal pose
+        if episode % 2 and mujoco:  # perturbed start state: push the joints away from the nominal pose
             base = env.unwrapped
             qpos = base.init_qpos + rng.normal(0, 0.3, base.model.nq)
             qvel = base.init_qvel + rng.normal(0, 1.0, base.model.nv)

@@ -1,0 +1,191 @@
+"""Evaluation curves as committed data, and the results table and figures generated from them.
+
+    python -m mbpo_pl results export RUN_DIR... -o docs/results/hopper_seed0.csv [--hardware "2 CPU cores (...)"]
+    python -m mbpo_pl results table [docs/results] [--write README.md]
+    python -m mbpo_pl results plot [docs/results] [-o docs/results]
+
+``export`` reads the TensorBoard logs of one run (several folders when a run was resumed into new ones) and writes
+``env_steps,eval_return,wall_s`` (``wall_s``: training wall seconds up to that evaluation, from ``time/epoch_s``,
+so pauses between processes are not counted), and records the run's env, seed, precision and hardware in
+``runs.yaml`` beside the CSV. ``table`` prints the markdown table (``--write`` replaces the block between
+``<!-- results-table -->`` and ``<!-- /results-table -->`` in a file); ``plot`` draws one figure per env with the
+paper's MBPO band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import re
+import statistics
+from pathlib import Path
+
+import yaml
+
+from mbpo_pl.plot import PAPER_MBPO_RETURNS, draw_curves
+from mbpo_pl.report import load_scalars
+
+RESULTS_DIR = Path("docs/results")
+MANIFEST = "runs.yaml"
+WINDOW = 5000  # a return "at step S" is the mean of the evaluations in (S - WINDOW, S]
+REFERENCE_STEPS = (50_000, 100_000)
+BEGIN, END = "<!-- results-table -->", "<!-- /results-table -->"
+
+
+def eval_curve(run_dirs: list[Path]) -> list[tuple[int, float, float]]:
+    """``[(env_steps, eval_return, wall_s)]`` of one run from its TensorBoard folders, in env-step order (a step
+    logged by several folders, as around a resume, keeps the later folder's value)."""
+    returns: dict[int, float] = {}
+    epoch_seconds: dict[int, float] = {}
+    for run_dir in run_dirs:
+        scalars = load_scalars(run_dir)
+        returns.update(dict(scalars.get("eval/return", [])))
+        epoch_seconds.update(dict(scalars.get("time/epoch_s", [])))
+    if not returns:
+        raise SystemExit(f"{', '.join(map(str, run_dirs))}: no eval/return logged (an mbpo_pl run folder?)")
+    rows, elapsed, epochs = [], 0.0, sorted(epoch_seconds.items())
+    for step in sorted(returns):
+        while epochs and epochs[0][0] <= step:
+            elapsed += epochs.pop(0)[1]
+        rows.append((step, returns[step], round(elapsed, 1)))
+    return rows
+
+
+def this_machine() -> str:
+    """A short hardware label: the CPU model (``/proc/cpuinfo``), or the platform's processor string."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
+        if match:
+            return re.sub(r"\s+", " ", match.group(1)).strip()
+    return platform.processor() or platform.machine()
+
+
+def export(run_dirs: list[Path], output: Path, hardware: str | None = None) -> Path:
+    """Write the run's curve to ``output`` and its description to ``runs.yaml`` beside it."""
+    config_file = run_dirs[-1] / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["env_steps", "eval_return", "wall_s"])
+        writer.writerows(eval_curve(run_dirs))
+    manifest_path = output.parent / MANIFEST
+    manifest = yaml.safe_load(manifest_path.read_text()) if manifest_path.is_file() else {}
+    threads = config.get("torch_threads")
+    manifest[output.name] = {
+        "env_id": config.get("data", {}).get("env_id", "unknown"),
+        "seed": config.get("seed_everything"),
+        "precision": config.get("trainer", {}).get("precision") or "32-true",  # Lightning's default
+        "hardware": hardware or f"{this_machine()}" + (f", {threads} torch thread(s)" if threads else ""),
+    }
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=True))
+    return output
+
+
+def read_curve(path: Path) -> list[tuple[int, float, float]]:
+    with path.open() as handle:
+        return [(int(r["env_steps"]), float(r["eval_return"]), float(r["wall_s"])) for r in csv.DictReader(handle)]
+
+
+def return_at(curve: list[tuple[int, float, float]], step: int) -> float | None:
+    """Mean evaluation return in ``(step - WINDOW, step]``, or ``None`` when the run did not reach ``step``."""
+    if not curve or curve[-1][0] < step:
+        return None
+    window = [ret for s, ret, _ in curve if step - WINDOW < s <= step]
+    return statistics.fmean(window) if window else None
+
+
+def paper_at(env_id: str, step: int) -> str:
+    for ref_step, mean, std in PAPER_MBPO_RETURNS.get(env_id.split("-")[0], []):
+        if ref_step == step:
+            return f"{mean:,.0f} ± {std:,.0f}"
+    return "—"
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def load_runs(results_dir: Path) -> list[tuple[str, dict, list[tuple[int, float, float]]]]:
+    """``[(csv name, manifest entry, curve)]`` for every CSV in ``results_dir``, ordered by env then seed."""
+    manifest_path = results_dir / MANIFEST
+    manifest = yaml.safe_load(manifest_path.read_text()) if manifest_path.is_file() else {}
+    runs = []
+    for path in sorted(results_dir.glob("*.csv")):
+        if path.name not in manifest:
+            raise SystemExit(f"{path}: not described in {manifest_path} (write CSVs with `results export`)")
+        runs.append((path.name, manifest[path.name], read_curve(path)))
+    return sorted(runs, key=lambda run: (run[1]["env_id"], run[1]["seed"] or 0))
+
+
+def table(results_dir: Path) -> str:
+    """The markdown results table, one row per run."""
+    header = (
+        "| env | seed | env steps reached | return at 50k | paper MBPO at 50k | return at 100k | paper MBPO at 100k "
+        "| return at the last step | wall h | precision | hardware |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for name, meta, curve in load_runs(results_dir):
+        env_id, last = meta["env_id"], curve[-1][0]
+        cells = [f"[{env_id}]({name})", str(meta["seed"]), f"{last:,}"]
+        for step in REFERENCE_STEPS:
+            cells += [_fmt(return_at(curve, step)), paper_at(env_id, step)]
+        cells += [_fmt(return_at(curve, last)), f"{curve[-1][2] / 3600:.1f}",
+                  str(meta["precision"]), meta["hardware"]]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_table(results_dir: Path, target: Path) -> None:
+    """Replace the marked block in ``target`` with the table (links made relative to ``target``)."""
+    text = target.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{target}: no {BEGIN} ... {END} block to replace")
+    prefix = Path(results_dir).resolve().relative_to(target.parent.resolve())
+    body = re.sub(r"\]\(([^)]+\.csv)\)", lambda m: f"]({prefix.as_posix()}/{m.group(1)})", table(results_dir))
+    before, rest = text.split(BEGIN, 1)
+    after = rest.split(END, 1)[1]
+    target.write_text(f"{before}{BEGIN}\n{body}\n{END}{after}")
+
+
+def plot(results_dir: Path, output_dir: Path) -> list[Path]:
+    """One PNG per env: every seed's curve and the paper's MBPO band where known."""
+    by_env: dict[str, list[tuple[str, list[tuple[int, float]]]]] = {}
+    for _, meta, curve in load_runs(results_dir):
+        by_env.setdefault(meta["env_id"], []).append((f"seed {meta['seed']}", [(s, r) for s, r, _ in curve]))
+    written = []
+    for env_id, curves in by_env.items():
+        slug = env_id.split("-")[0].lower()
+        written.append(draw_curves({env_id: curves}, output_dir / f"{slug}.png"))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mbpo_pl results", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True)
+    exporting = commands.add_parser("export", help="one run's eval curve from its TensorBoard logs to a CSV")
+    exporting.add_argument("run_dirs", nargs="+", type=Path, help="the run's folders (logs/ENV/version_N)")
+    exporting.add_argument("-o", "--output", type=Path, required=True, help="CSV to write, e.g. docs/results/x.csv")
+    exporting.add_argument("--hardware", default=None, help="hardware label (default: this machine's CPU model)")
+    tabling = commands.add_parser("table", help="the markdown results table from the CSVs")
+    tabling.add_argument("results_dir", nargs="?", type=Path, default=RESULTS_DIR)
+    tabling.add_argument("--write", type=Path, default=None, help="replace the marked table block in this file")
+    plotting = commands.add_parser("plot", help="one figure per env with the paper's band")
+    plotting.add_argument("results_dir", nargs="?", type=Path, default=RESULTS_DIR)
+    plotting.add_argument("-o", "--output-dir", type=Path, default=None, help="default: the results folder")
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        for run_dir in args.run_dirs:
+            if not run_dir.is_dir():
+                raise SystemExit(f"{run_dir}: no such run directory")
+        print(export(args.run_dirs, args.output, args.hardware))
+    elif args.command == "table":
+        if args.write is not None:
+            write_table(args.results_dir, args.write)
+        print(table(args.results_dir))
+    else:
+        for path in plot(args.results_dir, args.output_dir or args.results_dir):
+            print(path)

@@ -1,0 +1,59 @@
+"""Results as data: a run's curve exported to CSV, the table and figures generated from the CSVs."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mbpo_pl.cli import main
+from mbpo_pl.results import export, plot, read_curve, return_at, table, write_table
+
+TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
+
+
+def test_return_at_averages_the_last_5k_and_needs_the_step_reached():
+    curve = [(step, float(step // 1000), 0.0) for step in range(1000, 52_001, 1000)]
+    assert return_at(curve, 50_000) == pytest.approx((46 + 47 + 48 + 49 + 50) / 5)
+    assert return_at(curve, 100_000) is None  # not reached
+    assert return_at([], 50_000) is None
+
+
+def test_export_table_and_plot_from_a_real_run(logdir, tmp_path):
+    main(["fit", "--config", TINY])
+    run_dir = next(Path(logdir).rglob("events.out.tfevents.*")).parent
+    results = tmp_path / "results"
+    path = export([run_dir], results / "invertedpendulum_seed0.csv", hardware="test machine")
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == ["env_steps", "eval_return", "wall_s"]
+    assert [int(r["env_steps"]) for r in rows] == [200, 300]
+    walls = [float(r["wall_s"]) for r in rows]
+    assert 0 < walls[0] < walls[1]  # training seconds accumulate
+    manifest = yaml.safe_load((results / "runs.yaml").read_text())
+    assert manifest["invertedpendulum_seed0.csv"] == {
+        "env_id": "InvertedPendulum-v5", "seed": 0, "precision": "32-true", "hardware": "test machine"
+    }  # fmt: skip
+
+    markdown = table(results)
+    row = markdown.splitlines()[2]
+    assert row.startswith("| [InvertedPendulum-v5](invertedpendulum_seed0.csv) | 0 | 300 | — |")
+    both = [ret for _, ret, _ in read_curve(path)]
+    assert f"| {sum(both) / 2:,.0f} | 0.0 |" in row  # the last step's 5k window holds both evaluations
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results-table -->\nstale\n<!-- /results-table -->\nend\n")
+    write_table(results, readme)
+    text = readme.read_text()
+    assert "stale" not in text and "(results/invertedpendulum_seed0.csv)" in text and text.endswith("end\n")
+
+    (figure,) = plot(results, tmp_path / "figures")
+    assert figure.name == "invertedpendulum.png" and figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_committed_readme_table_is_generated_from_the_committed_csvs():
+    """The README's results table is exactly what `results table --write README.md` produces (no drift)."""
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- results-table -->\n", 1)[1].split("\n<!-- /results-table -->", 1)[0]
+    expected = table(root / "docs" / "results").replace("](", "](docs/results/")
+    assert block == expected
