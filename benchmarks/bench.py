@@ -29,6 +29,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
+from callbacks.model_diagnostics import ModelDiagnostics
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.envs import make_env
@@ -442,6 +443,35 @@ def hopper_transitions(n: int, seed: int = 0) -> TensorDict:
     return make_transitions(o, a, r, n_o, t.bool(), torch.zeros_like(t, dtype=torch.bool)).to(DEVICE)
 
 
+def bench_diagnostics(repeats: int, real_size: int = 100_000, k: int = 15) -> dict[str, float]:
+    """``ModelDiagnostics`` at Hopper sizes (fp32): one measurement (open-loop errors of the elites on the newest
+    250 real transitions, H = k = 15; model-vs-real statistics of a real buffer of ``real_size`` and a model buffer of
+    ``k * 100k``) against one model-training call at that size (its epochs as in ``epochs_per_call``)."""
+    real = hopper_transitions(real_size)
+    data = MBPODataModule("Hopper-v5")
+    data.setup("fit")
+    data.add_real(real)
+    data.resize_model_buffer(k * 100_000)
+    data.add_model(torch.cat([real] * (k * 100_000 // real_size)))
+    dynamics = DynamicsModule(OBS, ACT).to(DEVICE)
+    inputs, targets = dynamics.make_dataset(real["observation"], real["action"], real["next", "reward"],
+                                            real["next", "observation"])  # fmt: skip
+    dynamics.model.normalizer.fit(inputs)
+    diagnostics = ModelDiagnostics()
+    model_error = timed(lambda: diagnostics.model_error(data, dynamics, k, k), repeats)
+    data_shift = timed(lambda: diagnostics.data_shift(data), repeats)
+    batch_in, batch_tg = inputs[: 7 * BATCH].reshape(7, BATCH, -1), targets[: 7 * BATCH].reshape(7, BATCH, -1)
+    step = timed(lambda: dynamics.graphed_step(batch_in, batch_tg), repeats)
+    steps_per_epoch = (real_size - min(int(0.2 * real_size), 5000)) / BATCH
+    call = epochs_per_call(real_size) * steps_per_epoch * step
+    return {
+        "diagnostics_model_error_ms": 1000 * model_error,
+        "diagnostics_data_shift_ms": 1000 * data_shift,
+        "model_training_call_s_100k": call,
+        "diagnostics_per_model_training_call": (model_error + data_shift) / call,
+    }
+
+
 def per_1000_env_steps(real: TensorDict, k: int, fast: bool, epochs: float, sac_env_steps: int) -> dict[str, float]:
     """Wall seconds per 1000 Hopper env steps with the paper settings, split by phase.
 
@@ -654,6 +684,7 @@ def main() -> None:
         "trainer_overhead": lambda: bench_trainer_overhead(int(150 * scale) or 5),
         "ensemble": lambda: bench_ensemble(int(100 * scale) or 5),
         "float32_heads": lambda: bench_float32_heads(int(100 * scale) or 5),
+        "diagnostics": lambda: bench_diagnostics(int(20 * scale) or 3),
         "matmul_floor": lambda: bench_matmul_floor(int(100 * scale) or 5),
         "rollout": lambda: bench_rollout(100_000, 3 if not args.quick else 1),
         "env": lambda: bench_env(int(2000 * scale) or 50),

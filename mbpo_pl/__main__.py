@@ -1,8 +1,8 @@
-"""``python -m mbpo_pl fit|plot|report|results ...``: training (LightningCLI) and the run tools."""
+"""``python -m mbpo_pl fit|plot|report|results|diagnose ...``: training (LightningCLI) and the run tools."""
 
 import sys
 
-TOOLS = {"plot": "mbpo_pl.plot", "report": "mbpo_pl.report", "results": "mbpo_pl.results"}
+TOOLS = {name: f"mbpo_pl.{name}" for name in ("plot", "report", "results", "diagnose")}
 
 if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
     from importlib import import_module

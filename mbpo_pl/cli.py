@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.env_loop import MBPOLoop
 from callbacks.evaluation import Evaluation
+from callbacks.model_diagnostics import ModelDiagnostics
 from callbacks.progress import MBPOProgressBar
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError
@@ -134,9 +135,10 @@ class MBPOCLI(LightningCLI):
             "multi-process CPU run). Use 1 when other CPU-heavy processes share the cores: oversubscribed OpenMP "
             "threads spin and slow updates by ~100x.",
         )
-        # Evaluation before the loop in the callback list: it runs after the env step of each batch and its time
-        # is billed to the loop's `time/eval_s`.
+        # Evaluation and diagnostics before the loop in the callback list: their hooks run before the loop's, so
+        # their time is billed to the loop's `time/eval_s` and `time/diagnostics_s` within the epoch.
         parser.add_lightning_class_args(Evaluation, "eval")
+        parser.add_lightning_class_args(ModelDiagnostics, "diagnostics")
         parser.add_lightning_class_args(MBPOLoop, "loop")
         # The run length is loop.total_env_steps alone: the Trainer runs until the loop stops it.
         parser.set_defaults({"trainer.max_epochs": -1, "trainer.num_sanity_val_steps": 0,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-TIME_PARTS = ("sac", "model_train", "rollout", "env", "eval")
+TIME_PARTS = ("sac", "model_train", "rollout", "env", "eval", "diagnostics")
 
 
 def load_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
