@@ -23,7 +23,6 @@ its own steps, i.e. every ``N * model_train_freq`` global steps.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,11 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
+from callbacks.clock import RunClock
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.envs import make_env
 from mbpo_pl.errors import ConfigError
-from mbpo_pl.rollout import branched_rollout, make_transitions, rollout_length
+from mbpo_pl.rollout import branched_rollout, make_transitions, model_buffer_capacity, rollout_length
 from mbpo_pl.system import MBPO
 from mbpo_pl.termination import get_termination_fn
 from mbpo_pl.utils import NonFiniteError
@@ -103,7 +103,7 @@ class MBPOLoop(Callback):
         self._episode_return = 0.0
         self._episode_length = 0
         self._obs: np.ndarray | None = None
-        self._timers: dict[str, float] = {}
+        self.clock = RunClock()  # the epoch's time split; other callbacks bill their parts to it
         self._pending_restore: dict[str, Any] | None = None
         self.env_steps_per_s: float | None = None  # of the last epoch, for the progress bar
         self.world_size = 1  # set from the Trainer in setup()
@@ -130,6 +130,7 @@ class MBPOLoop(Callback):
         self._obs = None
         self.world_size = trainer.world_size
         self._device = trainer.strategy.root_device
+        self.clock = RunClock(self._device)
 
     def _check_batches_fit(self, data: MBPODataModule, world_size: int) -> None:
         """Refuse settings whose buffers cannot give a full batch when training starts."""
@@ -192,60 +193,39 @@ class MBPOLoop(Callback):
         else:
             self._obs = next_obs
 
-    def now(self) -> float:
-        """Wall clock for the ``time/`` split. On a GPU, queued work is waited for first, so that each part is
-        charged its own GPU time (the SAC updates are launched asynchronously and would otherwise be billed to the
-        next env step, the first operation that waits for the GPU)."""
-        if self._device.type == "cuda":
-            torch.cuda.synchronize(self._device)
-        return time.perf_counter()
-
-    def _timed(self, key: str, start: float) -> None:
-        self._timers[key] = self._timers.get(key, 0.0) + self.now() - start
-
     # ------------------------------------------------------------------ model
     def _train_model_and_rollout(self, trainer: Trainer, pl_module: MBPO) -> None:
         data: MBPODataModule = trainer.datamodule
-        start = self.now()
-        stored = data.real_buffer.storage[torch.arange(len(data.real_buffer), device=data.real_buffer.storage.device)]
-        stored = stored.to(pl_module.device)
-        inputs, targets = pl_module.dynamics.make_dataset(
-            stored["observation"], stored["action"], stored["next", "reward"], stored["next", "observation"]
-        )
         # The Trainer's precision (e.g. `--trainer.precision bf16-mixed`) covers model training and rollouts too,
         # not only the SAC updates in `training_step`.
-        with trainer.precision_plugin.forward_context():
-            model_stats = pl_module.dynamics.fit_ensemble(inputs, targets)
+        with self.clock.timed("model_train"), trainer.precision_plugin.forward_context():
+            real = data.real_transitions().to(pl_module.device)
+            model_stats = pl_module.dynamics.fit_ensemble(*pl_module.dynamics.make_dataset(
+                real["observation"], real["action"], real["next", "reward"], real["next", "observation"]
+            ))  # fmt: skip
             if pl_module.dynamics.learn_termination:
                 model_stats.update(
-                    pl_module.dynamics.fit_termination(stored["next", "observation"], stored["next", "terminated"])
+                    pl_module.dynamics.fit_termination(real["next", "observation"], real["next", "terminated"])
                 )
         self.model_trainings += 1
-        self._timed("model_train", start)
 
-        start = self.now()
-        schedule_epoch = max(self.env_steps - self.init_random_steps, 0) // self.epoch_length
-        self.rollout_length = rollout_length(schedule_epoch, *self.rollout_schedule)
-        # Rollout batches made per schedule epoch on this rank, times k, times the epochs to retain.
-        capacity = (
-            self.retain_epochs
-            * self.rollout_length
-            * self.rollout_batch_size
-            * max(self.epoch_length // (data.model_train_freq * self.world_size), 1)
-        )
-        data.resize_model_buffer(capacity)
-        start_obs = data.real_buffer.sample(self.rollout_batch_size)["observation"].to(pl_module.device)
-        with trainer.precision_plugin.forward_context():
+        with self.clock.timed("rollout"), trainer.precision_plugin.forward_context():
+            schedule_epoch = max(self.env_steps - self.init_random_steps, 0) // self.epoch_length
+            self.rollout_length = rollout_length(schedule_epoch, *self.rollout_schedule)
+            capacity = model_buffer_capacity(
+                self.rollout_length, self.rollout_batch_size, self.epoch_length, self.retain_epochs,
+                data.model_train_freq * self.world_size,
+            )  # fmt: skip
+            data.resize_model_buffer(capacity)
             result = branched_rollout(
                 pl_module.dynamics.model,
                 pl_module.sac.actor,
                 pl_module.dynamics.elites,
                 self.termination_fn,
-                start_obs,
+                data.sample_start_states(self.rollout_batch_size).to(pl_module.device),
                 self.rollout_length,
             )
-        data.add_model(result.transitions)
-        self._timed("rollout", start)
+            data.add_model(result.transitions)
         pl_module.log_metrics(
             {
                 "dynamics/holdout_mse": model_stats["holdout_mse"],
@@ -272,30 +252,26 @@ class MBPOLoop(Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._epoch_start = self.now()
-        self._timers = {}
-        if self.env_steps < self.init_random_steps:
-            start = self.now()
+        self._epoch_start = self.clock.now()
+        self.clock.reset()
+        with self.clock.timed("env"):
             while self.env_steps < self.init_random_steps:
                 self._env_step(trainer, pl_module, random=True)
-            self._timed("env", start)
         self._train_model_and_rollout(trainer, pl_module)
-        start = self.now()
-        self._env_step(trainer, pl_module, random=False)
-        self._timed("env", start)
+        with self.clock.timed("env"):
+            self._env_step(trainer, pl_module, random=False)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if batch_idx < trainer.datamodule.model_train_freq - 1:
-            start = self.now()
-            self._env_step(trainer, pl_module, random=False)
-            self._timed("env", start)
+            with self.clock.timed("env"):
+                self._env_step(trainer, pl_module, random=False)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         data: MBPODataModule = trainer.datamodule
-        elapsed = self.now() - self._epoch_start
-        other = sum(self._timers.values())
+        elapsed = self.clock.now() - self._epoch_start
+        other = sum(self.clock.parts.values())
         sac_seconds = max(elapsed - other, 1e-9)
         self.env_steps_per_s = data.model_train_freq * self.world_size / elapsed
         metrics: dict[str, Any] = dict(pl_module.pop_sac_stats())
@@ -311,7 +287,7 @@ class MBPOLoop(Callback):
                 "time/sac_updates_per_s": data.model_train_freq * data.updates_per_step / sac_seconds,  # per rank
                 "time/epoch_s": elapsed,
                 "time/sac_s": sac_seconds,
-                **{f"time/{key}_s": value for key, value in self._timers.items()},
+                **{f"time/{key}_s": value for key, value in self.clock.parts.items()},
                 "train/env_steps": self.env_steps,
             }
         )

@@ -124,20 +124,19 @@ class Evaluation(Callback):
             return
         if self.history and self.history[-1][0] == loop.env_steps:
             return
-        start = loop.now()
-        returns, lengths = self.evaluate(pl_module)
-        self.last_return = float(returns.mean())
-        self.history.append((loop.env_steps, self.last_return))
-        if self.video_env is not None and loop.env_steps % self.video_every_n_env_steps < loop.world_size:
-            self.log_video(trainer, self.record_video(pl_module), loop.env_steps)
-        pl_module.log_metrics(
-            {
-                "eval/return": self.last_return,
-                "eval/return_std": float(returns.std()),
-                "eval/return_min": float(returns.min()),
-                "eval/return_max": float(returns.max()),
-                "eval/episode_length": float(lengths.mean()),
-            },
-            loop.env_steps,
-        )
-        loop._timed("eval", start)
+        with loop.clock.timed("eval"):
+            returns, lengths = self.evaluate(pl_module)
+            self.last_return = float(returns.mean())
+            self.history.append((loop.env_steps, self.last_return))
+            if self.video_env is not None and loop.env_steps % self.video_every_n_env_steps < loop.world_size:
+                self.log_video(trainer, self.record_video(pl_module), loop.env_steps)
+            pl_module.log_metrics(
+                {
+                    "eval/return": self.last_return,
+                    "eval/return_std": float(returns.std()),
+                    "eval/return_min": float(returns.min()),
+                    "eval/return_max": float(returns.max()),
+                    "eval/episode_length": float(lengths.mean()),
+                },
+                loop.env_steps,
+            )

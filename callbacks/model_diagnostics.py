@@ -82,16 +82,16 @@ class ModelDiagnostics(Callback):
         loop = find_loop(trainer)
         if not trainer.is_global_zero or loop.model_trainings % self.every_n_model_trainings:
             return
-        start = loop.now()
-        with trainer.precision_plugin.forward_context():
-            metrics = {
-                **self.model_error(trainer.datamodule, pl_module.dynamics, loop.rollout_length, self.run_horizon(loop)),
-                **self.data_shift(trainer.datamodule),
-            }
-        if "dynamics/error_segments" in metrics and self._figure_due(loop):
-            self._log_figure(trainer, loop)
-        pl_module.log_metrics(metrics, loop.env_steps)
-        loop._timed("diagnostics", start)
+        data, horizon = trainer.datamodule, self.run_horizon(loop)
+        with loop.clock.timed("diagnostics"):
+            with trainer.precision_plugin.forward_context():
+                metrics = {
+                    **self.model_error(data, pl_module.dynamics, loop.rollout_length, horizon),
+                    **self.data_shift(data),
+                }
+            if "dynamics/error_segments" in metrics and self._figure_due(loop):
+                self._log_figure(trainer, loop)
+            pl_module.log_metrics(metrics, loop.env_steps)
 
     def model_error(
         self, data: MBPODataModule, dynamics: DynamicsModule, rollout_length: int, horizon: int
@@ -129,9 +129,8 @@ class ModelDiagnostics(Callback):
         """The model-vs-real statistics of the two replay buffers."""
         if data.model_buffer is None or len(data.model_buffer) == 0:
             return {}
-        real_all = data.real_buffer.storage[torch.arange(len(data.real_buffer), device=data.real_buffer.storage.device)]
         real, model = (self._sample(buffer) for buffer in (data.real_buffer, data.model_buffer))
-        real_obs = real_all["observation"]
+        real_obs = data.real_transitions()["observation"]
         stats = distribution_shift(
             model["observation"].float(), model["next", "reward"].reshape(-1).float(),
             real["observation"].float(), real["next", "reward"].reshape(-1).float(),

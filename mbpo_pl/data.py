@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningDataModule
 from tensordict import TensorDict
+from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
 
@@ -170,6 +171,14 @@ class MBPODataModule(LightningDataModule):
 
     def add_real(self, transitions: TensorDict) -> None:
         self.real_buffer.extend(transitions.to(self._device))
+
+    def real_transitions(self) -> TensorDict:
+        """Every stored real transition ``[N]``, in storage order (what the dynamics model trains on)."""
+        return self.real_buffer.storage[torch.arange(len(self.real_buffer), device=self.real_buffer.storage.device)]
+
+    def sample_start_states(self, count: int) -> Tensor:
+        """``count`` real observations ``[count, O]`` drawn uniformly (with replacement) as rollout start states."""
+        return self.real_buffer.sample(count)["observation"]
 
     def resize_model_buffer(self, capacity: int) -> None:
         """(Re)allocate the model buffer with ``capacity``, keeping the most recent transitions that fit."""

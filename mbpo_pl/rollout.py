@@ -28,6 +28,17 @@ def rollout_length(epoch: int, min_epoch: int, max_epoch: int, min_length: int, 
     return int(min_length + progress * (max_length - min_length))
 
 
+def model_buffer_capacity(
+    rollout_length: int, rollout_batch_size: int, epoch_length: int, retain_epochs: int, env_steps_per_rollout: int
+) -> int:
+    """Model transitions to retain (the official code's formula): ``retain_epochs`` schedule epochs of rollout
+    batches, each ``rollout_length * rollout_batch_size`` transitions at most. ``env_steps_per_rollout`` is the
+    global env steps between two rollout batches of one process (``model_train_freq * processes``); at least one
+    batch per epoch is kept."""
+    batches_per_epoch = max(epoch_length // env_steps_per_rollout, 1)
+    return retain_epochs * rollout_length * rollout_batch_size * batches_per_epoch
+
+
 def make_transitions(
     obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminated: Tensor, truncated: Tensor
 ) -> TensorDict:

@@ -87,3 +87,13 @@ def test_rollout_with_fewer_alive_states_than_elites():
         assert result.steps_alive.tolist() == [n, n, n]
         assert result.transitions.shape[0] == 3 * n
         assert torch.isfinite(result.transitions["next", "observation"]).all()
+
+
+def test_model_buffer_capacity_keeps_retain_epochs_of_rollout_batches():
+    from mbpo_pl.rollout import model_buffer_capacity
+
+    # Hopper: k = 15, 100k states, a rollout every 250 steps in 1000-step epochs: 4 batches per epoch
+    assert model_buffer_capacity(15, 100_000, 1000, 1, 250) == 15 * 100_000 * 4
+    assert model_buffer_capacity(25, 100_000, 1000, 5, 1000) == 5 * 25 * 100_000  # Humanoid: one batch per epoch
+    assert model_buffer_capacity(1, 100_000, 1000, 1, 2 * 250) == 2 * 100_000  # 2 processes: half the batches each
+    assert model_buffer_capacity(1, 200, 50, 1, 250) == 200  # epochs shorter than a period: still one batch
