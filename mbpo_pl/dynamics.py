@@ -18,6 +18,25 @@ from mbpo_pl.utils import NonFiniteError, all_mean, clear_grads, is_distributed,
 DEFAULT_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
 
 
+def split_holdout(
+    inputs: Tensor, targets: Tensor, holdout_ratio: float, max_holdout: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A random ``holdout_ratio`` of the rows (at least 1, at most ``max_holdout``) held out from training:
+    ``(train_in, train_tg, holdout_in, holdout_tg)``."""
+    num_total = inputs.shape[0]
+    permutation = torch.randperm(num_total, device=inputs.device)
+    num_holdout = max(1, min(int(num_total * holdout_ratio), max_holdout))
+    if num_total - num_holdout < 1:
+        raise ValueError(f"need at least 2 transitions to train the dynamics model, got {num_total}")
+    held, kept = permutation[:num_holdout], permutation[num_holdout:]
+    return inputs[kept], targets[kept], inputs[held], targets[held]
+
+
+def improved_members(best_mse: Tensor, mse: Tensor, threshold: float) -> Tensor:
+    """``[E]`` bool: members without a best yet, or whose holdout MSE dropped by more than ``threshold`` (relative)."""
+    return torch.isinf(best_mse) | ((best_mse - mse) / best_mse > threshold)
+
+
 class DynamicsModule(LightningModule):
     """Learns ``p(r, s' - s | s, a)`` with an ensemble of Gaussian MLPs (manual optimization, one Adam).
 
@@ -192,72 +211,93 @@ class DynamicsModule(LightningModule):
         return [p for layer in self.model.layers for p in (layer.weight, layer.bias)]
 
     def fit_ensemble(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        """Train on ``inputs [N, O+A]``, ``targets [N, 1+O]``; returns statistics (``holdout_mse [E]`` etc.)."""
-        if is_distributed(self):
-            sizes = self.trainer.strategy.all_gather(torch.tensor(inputs.shape[0], device=inputs.device))
-            if sizes.min() != sizes.max():
-                raise RuntimeError(f"every rank must train on as many transitions; got {sizes.tolist()}")
-        ensemble_size = self.model.ensemble_size
-        num_total = inputs.shape[0]
-        device = inputs.device
-        permutation = torch.randperm(num_total, device=device)
-        num_holdout = max(1, min(int(num_total * self.holdout_ratio), self.max_holdout))
-        if num_total - num_holdout < 1:
-            raise ValueError(f"need at least 2 transitions to train the dynamics model, got {num_total}")
-        holdout_in, holdout_tg = inputs[permutation[:num_holdout]], targets[permutation[:num_holdout]]
-        train_in, train_tg = inputs[permutation[num_holdout:]], targets[permutation[num_holdout:]]
-        num_train = train_in.shape[0]
-        self.model.normalizer.fit(train_in, average=lambda t: all_mean(self, t))
+        """Train on ``inputs [N, O+A]``, ``targets [N, 1+O]``; returns statistics (``holdout_mse [E]`` etc.).
 
-        bootstrap = torch.randint(num_train, (ensemble_size, num_train), device=device)  # [E, N_train]
-        best_mse = torch.full((ensemble_size,), float("inf"), device=device)
+        The official MBPO recipe as named steps: split a holdout set, refit the input normalizer, run bootstrap
+        epochs keeping each member's best weights by holdout MSE until no member improves for ``patience`` epochs,
+        restore the best weights and pick the elites.
+        """
+        self._check_equal_sizes_across_ranks(inputs)
+        train_in, train_tg, holdout_in, holdout_tg = split_holdout(inputs, targets, self.holdout_ratio,
+                                                                   self.max_holdout)  # fmt: skip
+        self.model.normalizer.fit(train_in, average=lambda t: all_mean(self, t))
+        ensemble_size, num_train = self.model.ensemble_size, train_in.shape[0]
+        bootstrap = torch.randint(num_train, (ensemble_size, num_train), device=inputs.device)  # [E, N_train]
+        best_mse = torch.full((ensemble_size,), float("inf"), device=inputs.device)
         best_params = [p.detach().clone() for p in self._member_tensors()]
-        epochs_since_update, epoch = 0, 0
-        loss_sum = torch.zeros((), device=device)
-        num_batches_total = 0
-        # After the first step of this call, steps may skip Lightning's hook dispatch (replayed graphs skip it anyway).
-        direct = self.direct_steps and not self.graphed_step.enabled
+        epochs_since_update, epoch, steps = 0, 0, 0
+        loss_sum = torch.zeros((), device=inputs.device)
         while True:
-            order = bootstrap.gather(1, torch.rand(ensemble_size, num_train, device=device).argsort(dim=1))
-            # One gather per epoch ([E, N_train, D]); every minibatch is then a view of it.
-            epoch_in, epoch_tg = train_in[order], train_tg[order]
-            for start in range(0, num_train, self.batch_size):
-                minibatch = epoch_in[:, start : start + self.batch_size], epoch_tg[:, start : start + self.batch_size]
-                if direct and num_batches_total > 0:
-                    loss_sum += self._train_step(*minibatch, through_lightning=False)["loss"]
-                else:
-                    loss_sum += self.graphed_step(*minibatch)["loss"]
-                num_batches_total += 1
+            epoch_loss, steps = self._run_epoch(train_in, train_tg, bootstrap, steps)
+            loss_sum += epoch_loss
             epoch += 1
             # Averaged over ranks (each holds out its own data), so every rank takes the same stopping decision.
             mse = all_mean(self, self.holdout_mse(holdout_in, holdout_tg))
-            if not (torch.isfinite(loss_sum) and torch.isfinite(mse).all()):  # one sync per epoch, as below
-                raise NonFiniteError(
-                    f"dynamics model: non-finite training loss ({float(loss_sum)}) or holdout MSE "
-                    f"({mse.tolist()}) in epoch {epoch} of this training call ({num_train} transitions). Check the "
-                    "real data for NaN/inf observations or rewards, or lower model.dynamics.lr."
-                )
-            improved = torch.isinf(best_mse) | ((best_mse - mse) / best_mse > self.improvement_threshold)
+            self._check_finite(loss_sum, mse, epoch, num_train)
+            improved = improved_members(best_mse, mse, self.improvement_threshold)
             best_mse = torch.where(improved, mse, best_mse)
-            with torch.no_grad():
-                for best, param in zip(best_params, self._member_tensors()):
-                    mask = improved.view(-1, *([1] * (param.dim() - 1)))
-                    best.copy_(torch.where(mask, param, best))
+            self._keep_best(best_params, improved)
             # Official MBPO: stop once more than `patience` epochs passed with no member improving.
             epochs_since_update = 0 if bool(improved.any()) else epochs_since_update + 1
             if epochs_since_update > self.patience:
                 break
             if self.max_epochs_per_train is not None and epoch >= self.max_epochs_per_train:
                 break
-        with torch.no_grad():
-            for best, param in zip(best_params, self._member_tensors()):
-                param.copy_(best)
-        mse = all_mean(self, self.holdout_mse(holdout_in, holdout_tg))
-        self.elites.copy_(mse.argsort()[: self.num_elites])
+        mse = self._restore_best_and_pick_elites(best_params, holdout_in, holdout_tg)
         return {
             "holdout_mse": mse,
-            "train_loss": loss_sum / max(num_batches_total, 1),
+            "train_loss": loss_sum / max(steps, 1),
             "epochs": torch.tensor(epoch),
             "num_train": torch.tensor(num_train),
-            "num_holdout": torch.tensor(num_holdout),
+            "num_holdout": torch.tensor(holdout_in.shape[0]),
         }
+
+    def _check_equal_sizes_across_ranks(self, inputs: Tensor) -> None:
+        if is_distributed(self):
+            sizes = self.trainer.strategy.all_gather(torch.tensor(inputs.shape[0], device=inputs.device))
+            if sizes.min() != sizes.max():
+                raise RuntimeError(f"every rank must train on as many transitions; got {sizes.tolist()}")
+
+    def _run_epoch(self, train_in: Tensor, train_tg: Tensor, bootstrap: Tensor, steps: int) -> tuple[Tensor, int]:
+        """One pass over each member's bootstrap resample in a fresh order; returns the summed minibatch losses and
+        the steps taken in this call so far (its first step goes through Lightning, see ``direct_steps``)."""
+        ensemble_size, num_train = bootstrap.shape
+        order = bootstrap.gather(1, torch.rand(ensemble_size, num_train, device=train_in.device).argsort(dim=1))
+        # One gather per epoch ([E, N_train, D]); every minibatch is then a view of it.
+        epoch_in, epoch_tg = train_in[order], train_tg[order]
+        direct = self.direct_steps and not self.graphed_step.enabled  # replayed graphs skip the hooks anyway
+        loss_sum = torch.zeros((), device=train_in.device)
+        for start in range(0, num_train, self.batch_size):
+            minibatch = epoch_in[:, start : start + self.batch_size], epoch_tg[:, start : start + self.batch_size]
+            if direct and steps > 0:
+                loss_sum += self._train_step(*minibatch, through_lightning=False)["loss"]
+            else:
+                loss_sum += self.graphed_step(*minibatch)["loss"]
+            steps += 1
+        return loss_sum, steps
+
+    @staticmethod
+    def _check_finite(loss_sum: Tensor, mse: Tensor, epoch: int, num_train: int) -> None:
+        if not (torch.isfinite(loss_sum) and torch.isfinite(mse).all()):  # one host sync per epoch
+            raise NonFiniteError(
+                f"dynamics model: non-finite training loss ({float(loss_sum)}) or holdout MSE ({mse.tolist()}) in "
+                f"epoch {epoch} of this training call ({num_train} transitions). Check the real data for NaN/inf "
+                "observations or rewards, or lower model.dynamics.lr."
+            )
+
+    @torch.no_grad()
+    def _keep_best(self, best_params: list[Tensor], improved: Tensor) -> None:
+        """Snapshot the weights of the members that ``improved`` (``[E]`` bool) into ``best_params``."""
+        for best, param in zip(best_params, self._member_tensors()):
+            mask = improved.view(-1, *([1] * (param.dim() - 1)))
+            best.copy_(torch.where(mask, param, best))
+
+    @torch.no_grad()
+    def _restore_best_and_pick_elites(self, best_params: list[Tensor], holdout_in: Tensor, holdout_tg: Tensor
+                                      ) -> Tensor:  # fmt: skip
+        """Every member back to its best snapshot; elites = the ``num_elites`` lowest holdout MSEs (returned)."""
+        for best, param in zip(best_params, self._member_tensors()):
+            param.copy_(best)
+        mse = all_mean(self, self.holdout_mse(holdout_in, holdout_tg))
+        self.elites.copy_(mse.argsort()[: self.num_elites])
+        return mse

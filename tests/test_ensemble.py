@@ -167,3 +167,25 @@ def test_bad_dynamics_settings_are_refused():
         DynamicsModule(3, 1, ensemble_size=3, num_elites=5)
     with pytest.raises(ValueError, match="weight_decay needs 5"):
         DynamicsModule(3, 1, weight_decay=[1e-4])
+
+
+def test_split_holdout_is_a_random_partition_capped():
+    from mbpo_pl.dynamics import split_holdout
+
+    inputs = torch.arange(100, dtype=torch.float32)[:, None]
+    train_in, train_tg, hold_in, hold_tg = split_holdout(inputs, inputs + 0.5, 0.2, 15)
+    assert hold_in.shape[0] == 15 and train_in.shape[0] == 85  # 20 % capped at 15
+    together = torch.cat([train_in, hold_in]).flatten().sort().values
+    torch.testing.assert_close(together, inputs.flatten())  # every row exactly once
+    torch.testing.assert_close(train_tg, train_in + 0.5)  # targets follow their inputs
+    assert split_holdout(inputs[:2], inputs[:2], 0.2, 5000)[2].shape[0] == 1  # at least one held out
+    with pytest.raises(ValueError, match="at least 2 transitions"):
+        split_holdout(inputs[:1], inputs[:1], 0.2, 5000)
+
+
+def test_improved_members_needs_more_than_the_relative_threshold():
+    from mbpo_pl.dynamics import improved_members
+
+    best = torch.tensor([float("inf"), 1.0, 1.0, 1.0])
+    mse = torch.tensor([5.0, 0.985, 0.995, 1.2])
+    assert improved_members(best, mse, 0.01).tolist() == [True, True, False, False]
