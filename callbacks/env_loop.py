@@ -26,16 +26,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.clock import RunClock
+from callbacks.model_data import model_data_metrics, refill_model_buffer, train_dynamics
+from callbacks.real_env import RealEnvRunner
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.envs import make_env
 from mbpo_pl.errors import ConfigError
-from mbpo_pl.rollout import branched_rollout, make_transitions, model_buffer_capacity, rollout_length
+from mbpo_pl.rollout import model_buffer_capacity, rollout_length
 from mbpo_pl.system import MBPO
 from mbpo_pl.termination import get_termination_fn
 from mbpo_pl.utils import NonFiniteError
@@ -84,7 +85,7 @@ class MBPOLoop(Callback):
             ("retain_epochs", retain_epochs),
         ):
             if value < 1:
-                raise ConfigError(f"MBPOLoop.{name}={value} must be >= 1.")
+                raise ConfigError(f"loop.{name}={value} must be >= 1.")
         if not 0 <= init_random_steps < total_env_steps:
             raise ConfigError(
                 f"init_random_steps={init_random_steps} must be in [0, total_env_steps={total_env_steps})."
@@ -97,12 +98,9 @@ class MBPOLoop(Callback):
         self.retain_epochs = retain_epochs
         # Counters (checkpointed).
         self.env_steps = 0
-        self.episodes = 0
         self.model_trainings = 0
         self.rollout_length = 0
-        self._episode_return = 0.0
-        self._episode_length = 0
-        self._obs: np.ndarray | None = None
+        self.runner: RealEnvRunner | None = None  # the real env, built in setup()
         self.clock = RunClock()  # the epoch's time split; other callbacks bill their parts to it
         self._pending_restore: dict[str, Any] | None = None
         self.env_steps_per_s: float | None = None  # of the last epoch, for the progress bar
@@ -114,7 +112,7 @@ class MBPOLoop(Callback):
         if not isinstance(pl_module, MBPO) or not isinstance(trainer.datamodule, MBPODataModule):
             raise TypeError("MBPOLoop needs the MBPO module and the MBPODataModule")
         data: MBPODataModule = trainer.datamodule
-        self.env = make_env(data.env_id, data.env_kwargs)
+        self.runner = RealEnvRunner(make_env(data.env_id, data.env_kwargs), data.seed + 1000 * trainer.global_rank)
         if pl_module.dynamics.learn_termination:
             self.termination_fn = pl_module.dynamics.predict_termination
         else:
@@ -125,9 +123,6 @@ class MBPOLoop(Callback):
                     f"{err.args[0]} Or learn one from the real data: set model.dynamics.learn_termination: true."
                 ) from None
         self._check_batches_fit(data, trainer.world_size)
-        self.env_seed = data.seed + 1000 * trainer.global_rank
-        self.env.action_space.seed(self.env_seed)
-        self._obs = None
         self.world_size = trainer.world_size
         self._device = trainer.strategy.root_device
         self.clock = RunClock(self._device)
@@ -138,7 +133,7 @@ class MBPOLoop(Callback):
         needed = max(data.num_real, 2)  # the real rows of one SAC batch; 2 for the model's holdout split
         if first_real < needed:
             raise ConfigError(
-                f"MBPOLoop.init_random_steps={self.init_random_steps} gives each of the {world_size} process(es) "
+                f"loop.init_random_steps={self.init_random_steps} gives each of the {world_size} process(es) "
                 f"{first_real} real transitions before training starts, fewer than the {data.num_real} real rows of "
                 f"one SAC batch (data.batch_size={data.batch_size} x real_ratio={data.real_ratio}; at least 2 for "
                 f"the model's holdout split). Raise init_random_steps to at least "
@@ -147,108 +142,51 @@ class MBPOLoop(Callback):
         model_rows = data.batch_size - data.num_real
         if self.rollout_batch_size < model_rows:
             raise ConfigError(
-                f"MBPOLoop.rollout_batch_size={self.rollout_batch_size} model transitions per rollout are fewer "
+                f"loop.rollout_batch_size={self.rollout_batch_size} model transitions per rollout are fewer "
                 f"than the {model_rows} model rows of each SAC batch (data.batch_size={data.batch_size}, "
                 f"real_ratio={data.real_ratio}). Raise rollout_batch_size or lower data.batch_size."
             )
 
+    @property
+    def episodes(self) -> int:
+        return self.runner.episodes if self.runner is not None else 0
+
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if getattr(self, "env", None) is not None:
-            self.env.close()
+        if self.runner is not None:
+            self.runner.close()
 
     # ------------------------------------------------------------------ env
     def _env_step(self, trainer: Trainer, pl_module: MBPO, random: bool) -> None:
-        data: MBPODataModule = trainer.datamodule
-        if self._obs is None:
-            self._obs, _ = self.env.reset(seed=self.env_seed if self.episodes == 0 else None)
-        obs = torch.as_tensor(self._obs, dtype=torch.float32, device=pl_module.device)
-        if random:
-            action = torch.as_tensor(self.env.action_space.sample(), device=pl_module.device)
-        else:
-            action = pl_module.sac.actor.act(obs.unsqueeze(0))[0]
-        next_obs, reward, terminated, truncated, _ = self.env.step(action.cpu().numpy())
-        next_obs_t = torch.as_tensor(next_obs, dtype=torch.float32, device=pl_module.device)
-        data.add_real(
-            make_transitions(
-                obs.unsqueeze(0),
-                action.unsqueeze(0).float(),
-                torch.tensor([reward], dtype=torch.float32, device=pl_module.device),
-                next_obs_t.unsqueeze(0),
-                torch.tensor([terminated], device=pl_module.device),
-                torch.tensor([truncated], device=pl_module.device),
-            )
-        )
+        """One real step (uniform-random action, or the current stochastic policy) into the real buffer."""
+        transition, ended = self.runner.step(None if random else pl_module.sac.actor.act, pl_module.device)
+        trainer.datamodule.add_real(transition)
         self.env_steps += self.world_size  # global count: every rank takes one step at the same time
-        self._episode_return += float(reward)
-        self._episode_length += 1
-        # A time-limit truncation ends the episode but is stored with terminated=False (SAC bootstraps through it).
-        if terminated or truncated:
+        if ended is not None:
             pl_module.log_metrics(
-                {"train/episode_return": self._episode_return, "train/episode_length": self._episode_length},
-                self.env_steps,
+                {"train/episode_return": ended["return"], "train/episode_length": ended["length"]}, self.env_steps
             )
-            self.episodes += 1
-            self._episode_return, self._episode_length = 0.0, 0
-            self._obs, _ = self.env.reset()
-        else:
-            self._obs = next_obs
 
     # ------------------------------------------------------------------ model
-    def _train_model_and_rollout(self, trainer: Trainer, pl_module: MBPO) -> None:
+    def _refresh_model_data(self, trainer: Trainer, pl_module: MBPO) -> None:
+        """Train the ensemble on all real data, then replace the model data with fresh k-step rollouts."""
         data: MBPODataModule = trainer.datamodule
         # The Trainer's precision (e.g. `--trainer.precision bf16-mixed`) covers model training and rollouts too,
         # not only the SAC updates in `training_step`.
         with self.clock.timed("model_train"), trainer.precision_plugin.forward_context():
-            real = data.real_transitions().to(pl_module.device)
-            model_stats = pl_module.dynamics.fit_ensemble(*pl_module.dynamics.make_dataset(
-                real["observation"], real["action"], real["next", "reward"], real["next", "observation"]
-            ))  # fmt: skip
-            if pl_module.dynamics.learn_termination:
-                model_stats.update(
-                    pl_module.dynamics.fit_termination(real["next", "observation"], real["next", "terminated"])
-                )
+            stats = train_dynamics(pl_module.dynamics, data)
         self.model_trainings += 1
-
+        schedule_epoch = max(self.env_steps - self.init_random_steps, 0) // self.epoch_length
+        self.rollout_length = rollout_length(schedule_epoch, *self.rollout_schedule)
+        capacity = model_buffer_capacity(
+            self.rollout_length, self.rollout_batch_size, self.epoch_length, self.retain_epochs,
+            data.model_train_freq * self.world_size,
+        )  # fmt: skip
         with self.clock.timed("rollout"), trainer.precision_plugin.forward_context():
-            schedule_epoch = max(self.env_steps - self.init_random_steps, 0) // self.epoch_length
-            self.rollout_length = rollout_length(schedule_epoch, *self.rollout_schedule)
-            capacity = model_buffer_capacity(
-                self.rollout_length, self.rollout_batch_size, self.epoch_length, self.retain_epochs,
-                data.model_train_freq * self.world_size,
-            )  # fmt: skip
-            data.resize_model_buffer(capacity)
-            result = branched_rollout(
-                pl_module.dynamics.model,
-                pl_module.sac.actor,
-                pl_module.dynamics.elites,
-                self.termination_fn,
-                data.sample_start_states(self.rollout_batch_size).to(pl_module.device),
-                self.rollout_length,
-            )
-            data.add_model(result.transitions)
-        pl_module.log_metrics(
-            {
-                "dynamics/holdout_mse": model_stats["holdout_mse"],
-                "dynamics/holdout_mse_elites": model_stats["holdout_mse"][pl_module.dynamics.elites].mean(),
-                "dynamics/train_loss": model_stats["train_loss"],
-                "dynamics/epochs": model_stats["epochs"],
-                **{
-                    f"dynamics/{k}": model_stats[k]
-                    for k in ("termination_loss", "termination_accuracy")
-                    if k in model_stats
-                },
-                "dynamics/elites": pl_module.dynamics.elites,
-                "rollout/length": self.rollout_length,
-                "rollout/kept_fraction": result.steps_alive[-1].float() / self.rollout_batch_size,
-                "rollout/mean_alive_steps": result.steps_alive.float().sum() / self.rollout_batch_size,
-                "rollout/new_transitions": result.transitions.shape[0],
-                "rollout/dropped_nonfinite": result.dropped_nonfinite,
-                "rollout/model_buffer_size": len(data.model_buffer),
-                "rollout/model_buffer_capacity": capacity,
-                "rollout/real_buffer_size": len(data.real_buffer),
-            },
-            self.env_steps,
-        )
+            result = refill_model_buffer(data, pl_module.dynamics, pl_module.sac.actor, self.termination_fn,
+                                         self.rollout_length, self.rollout_batch_size, capacity)  # fmt: skip
+        metrics = model_data_metrics(stats, pl_module.dynamics.elites, result, data, self.rollout_length,
+                                     self.rollout_batch_size, capacity)  # fmt: skip
+        pl_module.log_metrics(metrics, self.env_steps)
 
     # ------------------------------------------------------------------ hooks
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -257,7 +195,7 @@ class MBPOLoop(Callback):
         with self.clock.timed("env"):
             while self.env_steps < self.init_random_steps:
                 self._env_step(trainer, pl_module, random=True)
-        self._train_model_and_rollout(trainer, pl_module)
+        self._refresh_model_data(trainer, pl_module)
         with self.clock.timed("env"):
             self._env_step(trainer, pl_module, random=False)
 
@@ -297,49 +235,11 @@ class MBPOLoop(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, NonFiniteError):
-            path = Path(trainer.default_root_dir) / f"nonfinite-env_steps={self.env_steps}.ckpt"
+            path = Path(trainer.log_dir or trainer.default_root_dir) / f"nonfinite-env_steps={self.env_steps}.ckpt"
             trainer.save_checkpoint(path)
             rank_zero_warn(f"{exception}\nState at the failure saved to {path} for inspection.")
 
     # ------------------------------------------------------------------ checkpoint
-    def _env_state(self) -> dict[str, Any]:
-        """The in-progress real episode: MuJoCo's full integration state, the time-limit counter and the RNGs."""
-        if self._obs is None:
-            return {}
-        base = self.env.unwrapped
-        state: dict[str, Any] = {
-            "obs": torch.as_tensor(self._obs),
-            "elapsed_steps": self.env.get_wrapper_attr("_elapsed_steps"),
-            "np_random": base.np_random.bit_generator.state,
-            "episode_return": self._episode_return,
-            "episode_length": self._episode_length,
-        }
-        if hasattr(base, "model") and hasattr(base, "data"):  # a MuJoCo env
-            import mujoco
-
-            spec = mujoco.mjtState.mjSTATE_INTEGRATION
-            physics = np.empty(mujoco.mj_stateSize(base.model, spec))
-            mujoco.mj_getState(base.model, base.data, physics, spec)
-            state["mujoco_state"] = torch.from_numpy(physics)
-        return state
-
-    def _restore_env_state(self, state: dict[str, Any]) -> None:
-        """Continue the saved episode exactly (MuJoCo envs); other envs restart the episode with a fresh reset."""
-        self._obs = None
-        if not state or "mujoco_state" not in state:
-            return
-        import mujoco
-
-        self.env.reset()  # arms the wrappers; everything it changed is overwritten below
-        base = self.env.unwrapped
-        mujoco.mj_setState(base.model, base.data, state["mujoco_state"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
-        mujoco.mj_forward(base.model, base.data)
-        self.env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
-        base.np_random.bit_generator.state = state["np_random"]
-        self._obs = state["obs"].numpy()
-        self._episode_return = state["episode_return"]
-        self._episode_length = state["episode_length"]
-
     def state_dict(self) -> dict[str, Any]:
         """Counters, the in-progress episode and the RNG streams the loop draws from (global torch RNG for
         policy sampling and rollouts, the action space's RNG for random steps)."""
@@ -349,15 +249,14 @@ class MBPOLoop(Callback):
             "model_trainings": self.model_trainings,
             "rollout_length": self.rollout_length,
             "world_size": self.world_size,
-            "env": self._env_state(),
-            "action_space_rng": self.env.action_space.np_random.bit_generator.state,
+            "env": self.runner.snapshot(),
+            "action_space_rng": self.runner.action_rng_state,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.env_steps = state_dict["env_steps"]
-        self.episodes = state_dict["episodes"]
         self.model_trainings = state_dict["model_trainings"]
         self.rollout_length = state_dict["rollout_length"]
         self._pending_restore = state_dict
@@ -378,8 +277,9 @@ class MBPOLoop(Callback):
                 "training cannot continue as if never stopped. Start a new run instead."
             )
         # Restored here, after the Trainer's own set-up, so nothing draws from these streams in between.
-        self._restore_env_state(pending["env"] if trainer.global_rank == 0 else {})
-        self.env.action_space.np_random.bit_generator.state = pending["action_space_rng"]
+        self.runner.episodes = pending["episodes"]
+        self.runner.restore(pending["env"] if trainer.global_rank == 0 else {})
+        self.runner.action_rng_state = pending["action_space_rng"]
         torch.set_rng_state(pending["torch_rng"])
         if pending["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(pending["cuda_rng"])

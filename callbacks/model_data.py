@@ -1,0 +1,62 @@
+"""The model half of MBPO's loop: train the ensemble on the real data, refill the model buffer with branched
+rollouts, and the metrics of both (``dynamics/``, ``rollout/``)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from mbpo_pl.data import MBPODataModule
+from mbpo_pl.dynamics import DynamicsModule
+from mbpo_pl.nets.sac import TanhGaussianActor
+from mbpo_pl.rollout import RolloutResult, branched_rollout
+from mbpo_pl.termination import TerminationFn
+
+
+def train_dynamics(dynamics: DynamicsModule, data: MBPODataModule) -> dict[str, Tensor]:
+    """Fit the ensemble (and the learned termination, if any) on every stored real transition."""
+    real = data.real_transitions().to(dynamics.elites.device)
+    stats = dynamics.fit_ensemble(*dynamics.make_dataset(
+        real["observation"], real["action"], real["next", "reward"], real["next", "observation"]
+    ))  # fmt: skip
+    if dynamics.learn_termination:
+        stats.update(dynamics.fit_termination(real["next", "observation"], real["next", "terminated"]))
+    return stats
+
+
+def refill_model_buffer(
+    data: MBPODataModule, dynamics: DynamicsModule, actor: TanhGaussianActor, termination_fn: TerminationFn,
+    rollout_length: int, rollout_batch_size: int, capacity: int,
+) -> RolloutResult:  # fmt: skip
+    """Resize the model buffer to ``capacity`` and add ``rollout_length``-step rollouts from ``rollout_batch_size``
+    real start states."""
+    data.resize_model_buffer(capacity)
+    result = branched_rollout(
+        dynamics.model, actor, dynamics.elites, termination_fn,
+        data.sample_start_states(rollout_batch_size).to(dynamics.elites.device), rollout_length,
+    )  # fmt: skip
+    data.add_model(result.transitions)
+    return result
+
+
+def model_data_metrics(
+    stats: dict[str, Tensor], elites: Tensor, result: RolloutResult, data: MBPODataModule,
+    rollout_length: int, rollout_batch_size: int, capacity: int,
+) -> dict[str, Tensor | float]:  # fmt: skip
+    """What one model training and rollout batch logs."""
+    optional = ("termination_loss", "termination_accuracy")
+    return {
+        "dynamics/holdout_mse": stats["holdout_mse"],
+        "dynamics/holdout_mse_elites": stats["holdout_mse"][elites].mean(),
+        "dynamics/train_loss": stats["train_loss"],
+        "dynamics/epochs": stats["epochs"],
+        **{f"dynamics/{key}": stats[key] for key in optional if key in stats},
+        "dynamics/elites": elites,
+        "rollout/length": rollout_length,
+        "rollout/kept_fraction": result.steps_alive[-1].float() / rollout_batch_size,
+        "rollout/mean_alive_steps": result.steps_alive.float().sum() / rollout_batch_size,
+        "rollout/new_transitions": result.transitions.shape[0],
+        "rollout/dropped_nonfinite": result.dropped_nonfinite,
+        "rollout/model_buffer_size": len(data.model_buffer),
+        "rollout/model_buffer_capacity": capacity,
+        "rollout/real_buffer_size": len(data.real_buffer),
+    }
