@@ -35,7 +35,7 @@ from callbacks.model_data import model_data_metrics, refill_model_buffer, train_
 from callbacks.real_env import RealEnvRunner
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.envs import make_env
-from mbpo_pl.errors import ConfigError
+from mbpo_pl.errors import ConfigError, require_positive
 from mbpo_pl.rollout import model_buffer_capacity, rollout_length
 from mbpo_pl.system import MBPO
 from mbpo_pl.termination import get_termination_fn
@@ -78,14 +78,8 @@ class MBPOLoop(Callback):
             raise ConfigError(f"rollout_schedule must be [min_epoch, max_epoch, min_k, max_k], got {rollout_schedule}")
         if min(rollout_schedule[2:]) < 1:
             raise ConfigError(f"rollout lengths must be >= 1, got rollout_schedule={rollout_schedule}")
-        for name, value in (
-            ("total_env_steps", total_env_steps),
-            ("rollout_batch_size", rollout_batch_size),
-            ("epoch_length", epoch_length),
-            ("retain_epochs", retain_epochs),
-        ):
-            if value < 1:
-                raise ConfigError(f"loop.{name}={value} must be >= 1.")
+        require_positive("loop", total_env_steps=total_env_steps, rollout_batch_size=rollout_batch_size,
+                         epoch_length=epoch_length, retain_epochs=retain_epochs)  # fmt: skip
         if not 0 <= init_random_steps < total_env_steps:
             raise ConfigError(
                 f"init_random_steps={init_random_steps} must be in [0, total_env_steps={total_env_steps})."

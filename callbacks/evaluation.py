@@ -11,8 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from callbacks.env_loop import find_loop
-from mbpo_pl.envs import make_env
-from mbpo_pl.errors import ConfigError
+from mbpo_pl.envs import make_env, run_episode
+from mbpo_pl.errors import ConfigError, require_positive
 
 
 class Evaluation(Callback):
@@ -41,11 +41,10 @@ class Evaluation(Callback):
         video_fps: int = 30,
     ) -> None:
         super().__init__()
-        if every_n_env_steps < 1 or num_episodes < 1:
-            raise ConfigError("Evaluation.every_n_env_steps and num_episodes must be >= 1")
+        require_positive("eval", every_n_env_steps=every_n_env_steps, num_episodes=num_episodes)
         if video_every_n_env_steps is not None and video_every_n_env_steps % every_n_env_steps:
             raise ConfigError(
-                f"Evaluation.video_every_n_env_steps={video_every_n_env_steps} must be a multiple of "
+                f"eval.video_every_n_env_steps={video_every_n_env_steps} must be a multiple of "
                 f"every_n_env_steps={every_n_env_steps} (videos are recorded at evaluations)."
             )
         self.video_every_n_env_steps = video_every_n_env_steps
@@ -75,18 +74,20 @@ class Evaluation(Callback):
             if env is not None:
                 env.close()
 
-    @torch.no_grad()
+    def _policy(self, pl_module: LightningModule):  # noqa: ANN202 (obs -> action, numpy)
+        actor = pl_module.sac.actor
+
+        @torch.no_grad()
+        def act(obs: np.ndarray) -> np.ndarray:
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=pl_module.device).unsqueeze(0)
+            return actor.act(obs_t, deterministic=True)[0].cpu().numpy()
+
+        return act
+
     def record_video(self, pl_module: LightningModule) -> np.ndarray:
         """One deterministic episode as frames ``[T, C, H, W]`` uint8."""
-        obs, _ = self.video_env.reset(seed=self.seed)
-        frames, done = [self.video_env.render()], False
-        while not done:
-            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=pl_module.device).unsqueeze(0)
-            action = pl_module.sac.actor.act(obs_t, deterministic=True)[0].cpu().numpy()
-            obs, _, terminated, truncated, _ = self.video_env.step(action)
-            frames.append(self.video_env.render())
-            done = terminated or truncated
-        return np.stack(frames).transpose(0, 3, 1, 2)
+        episode = run_episode(self.video_env, self._policy(pl_module), seed=self.seed, render=True)
+        return np.stack(episode.frames).transpose(0, 3, 1, 2)
 
     def log_video(self, trainer: Trainer, frames: np.ndarray, env_steps: int) -> None:
         for logger in trainer.loggers:
@@ -96,24 +97,11 @@ class Evaluation(Callback):
             elif isinstance(logger, WandbLogger):
                 logger.log_video("eval/video", [frames], step=env_steps, fps=[self.video_fps])
 
-    @torch.no_grad()
     def evaluate(self, pl_module: LightningModule) -> tuple[np.ndarray, np.ndarray]:
         """Returns and lengths of ``num_episodes`` deterministic episodes."""
-        returns, lengths = [], []
-        actor = pl_module.sac.actor
-        for episode in range(self.num_episodes):
-            obs, _ = self.env.reset(seed=self.seed + episode)
-            done, total, length = False, 0.0, 0
-            while not done:
-                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=pl_module.device).unsqueeze(0)
-                action = actor.act(obs_t, deterministic=True)[0].cpu().numpy()
-                obs, reward, terminated, truncated, _ = self.env.step(action)
-                total += float(reward)
-                length += 1
-                done = terminated or truncated
-            returns.append(total)
-            lengths.append(length)
-        return np.asarray(returns), np.asarray(lengths)
+        policy = self._policy(pl_module)
+        episodes = [run_episode(self.env, policy, seed=self.seed + i) for i in range(self.num_episodes)]
+        return np.array([e.total_return for e in episodes]), np.array([e.length for e in episodes])
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int

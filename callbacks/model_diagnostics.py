@@ -34,7 +34,7 @@ from mbpo_pl.diagnostics import (
     trusted_horizon,
 )
 from mbpo_pl.dynamics import DynamicsModule
-from mbpo_pl.errors import ConfigError
+from mbpo_pl.errors import require_positive
 
 
 class ModelDiagnostics(Callback):
@@ -62,10 +62,10 @@ class ModelDiagnostics(Callback):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("every_n_model_trainings", every_n_model_trainings), ("num_segments", num_segments),
-                            ("distribution_samples", distribution_samples), ("horizon", horizon or 1)):  # fmt: skip
-            if value < 1:
-                raise ConfigError(f"diagnostics.{name}={value} must be >= 1.")
+        require_positive(
+            "diagnostics", every_n_model_trainings=every_n_model_trainings, num_segments=num_segments,
+            distribution_samples=distribution_samples, horizon=1 if horizon is None else horizon,
+        )  # fmt: skip
         self.every_n_model_trainings = every_n_model_trainings
         self.horizon = horizon
         self.num_segments = num_segments

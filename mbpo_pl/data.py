@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
 
 from mbpo_pl.envs import env_dims
-from mbpo_pl.errors import ConfigError
+from mbpo_pl.errors import ConfigError, require_positive
 from mbpo_pl.utils import seeded_generator
 
 
@@ -124,14 +124,8 @@ class MBPODataModule(LightningDataModule):
         super().__init__()
         if not 0.0 <= real_ratio <= 1.0:
             raise ConfigError(f"data.real_ratio={real_ratio} must be in [0, 1] (the paper uses 0.05).")
-        for name, value in (
-            ("model_train_freq", model_train_freq),
-            ("updates_per_step", updates_per_step),
-            ("batch_size", batch_size),
-            ("real_buffer_size", real_buffer_size),
-        ):
-            if value < 1:
-                raise ConfigError(f"data.{name}={value} must be >= 1.")
+        require_positive("data", model_train_freq=model_train_freq, updates_per_step=updates_per_step,
+                         batch_size=batch_size, real_buffer_size=real_buffer_size)  # fmt: skip
         if real_buffer_size < batch_size:
             raise ConfigError(
                 f"data.real_buffer_size={real_buffer_size} is smaller than one batch (data.batch_size={batch_size}): "

@@ -7,6 +7,8 @@ Policies act in ``[-1, 1]^A``; :func:`make_env` rescales to the env's own action
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -54,6 +56,32 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode:
         ones = np.ones(env.action_space.shape, dtype=env.action_space.dtype)
         env = gym.wrappers.RescaleAction(env, min_action=-ones, max_action=ones)
     return env
+
+
+@dataclass
+class Episode:
+    """One finished episode: its return, its length and, when rendered, its frames ``[T + 1, H, W, C]``."""
+
+    total_return: float
+    length: int
+    frames: list[np.ndarray] = field(default_factory=list)
+
+
+def run_episode(env: gym.Env, policy: Callable[[np.ndarray], np.ndarray], seed: int | None = None,
+                render: bool = False) -> Episode:  # fmt: skip
+    """Play one episode from ``env.reset(seed=seed)`` until it terminates or is truncated, acting with
+    ``policy(obs) -> action``; with ``render``, keep ``env.render()`` of every state."""
+    obs, _ = env.reset(seed=seed)
+    episode = Episode(0.0, 0, [env.render()] if render else [])
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(policy(obs))
+        episode.total_return += float(reward)
+        episode.length += 1
+        if render:
+            episode.frames.append(env.render())
+        done = terminated or truncated
+    return episode
 
 
 def env_dims(env_id: str, env_kwargs: dict[str, Any] | None = None) -> tuple[int, int]:

@@ -9,3 +9,10 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A mistake in the user's config, command line, environment choice or checkpoint; the message says the fix."""
+
+
+def require_positive(section: str, **values: int) -> None:
+    """Raise a :class:`ConfigError` naming ``section.key`` for the first value below 1."""
+    for name, value in values.items():
+        if value < 1:
+            raise ConfigError(f"{section}.{name}={value} must be >= 1.")
