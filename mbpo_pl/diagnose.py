@@ -146,7 +146,7 @@ def diagnose(source: Path, output: Path, horizon: int = 15, episodes: int = 3, d
     _draw_error_curves(axis, {"mean": mean_errors.obs, "sampled": sampled_errors.obs}, threshold, 0)
     axis.set_title(f"error vs horizon over {curve_segments.obs0.shape[0]} segments of the last {recent} real "
                    "transitions (mostly in-sample)", fontsize=9)  # fmt: skip
-    figure.suptitle(f"{path}: open-loop predictions of the {members} elites", fontsize=10)
+    figure.suptitle(f"{source}: open-loop predictions of the {members} elites", fontsize=10)
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=90)

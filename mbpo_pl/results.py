@@ -29,6 +29,11 @@ from mbpo_pl.report import load_scalars
 RESULTS_DIR = Path("docs/results")
 MANIFEST = "runs.yaml"
 WINDOW = 5000  # a return "at step S" is the mean of the evaluations in (S - WINDOW, S]
+
+
+def last_window(last_step: int) -> int:
+    """The window of the return at a run's last step: 5k, or the last fifth of a run shorter than 25k."""
+    return min(WINDOW, max(last_step // 5, 1))
 REFERENCE_STEPS = (50_000, 100_000)
 BEGIN, END = "<!-- results-table -->", "<!-- /results-table -->"
 
@@ -89,11 +94,11 @@ def read_curve(path: Path) -> list[tuple[int, float, float]]:
         return [(int(r["env_steps"]), float(r["eval_return"]), float(r["wall_s"])) for r in csv.DictReader(handle)]
 
 
-def return_at(curve: list[tuple[int, float, float]], step: int) -> float | None:
-    """Mean evaluation return in ``(step - WINDOW, step]``, or ``None`` when the run did not reach ``step``."""
+def return_at(curve: list[tuple[int, float, float]], step: int, window: int = WINDOW) -> float | None:
+    """Mean evaluation return in ``(step - window, step]``, or ``None`` when the run did not reach ``step``."""
     if not curve or curve[-1][0] < step:
         return None
-    window = [ret for s, ret, _ in curve if step - WINDOW < s <= step]
+    window = [ret for s, ret, _ in curve if step - window < s <= step]
     return statistics.fmean(window) if window else None
 
 
@@ -132,7 +137,7 @@ def table(results_dir: Path) -> str:
         cells = [f"[{env_id}]({name})", str(meta["seed"]), f"{last:,}"]
         for step in REFERENCE_STEPS:
             cells += [_fmt(return_at(curve, step)), paper_at(env_id, step)]
-        cells += [_fmt(return_at(curve, last)), f"{curve[-1][2] / 3600:.1f}",
+        cells += [_fmt(return_at(curve, last, last_window(last))), f"{curve[-1][2] / 3600:.1f}",
                   str(meta["precision"]), meta["hardware"]]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -19,10 +19,11 @@ EXPECTED_DIMS = {
     "humanoid": (45, 17),
     "inverted_pendulum": (4, 1),
     "inverted_double_pendulum": (9, 1),
+    "pendulum": (3, 1),
 }
 
 
-def test_all_seven_configs_ship():
+def test_every_config_ships():
     assert {c.stem for c in CONFIGS} == set(EXPECTED_DIMS)
 
 
@@ -88,7 +89,7 @@ def test_same_seed_gives_the_same_run(logdir):
 
 def test_bf16_mixed_precision_covers_sac_model_training_and_rollouts(logdir, monkeypatch):
     """`--trainer.precision bf16-mixed` runs every network pass of the run under bf16 autocast."""
-    import callbacks.env_loop as env_loop
+    import callbacks.model_data as model_data
     from mbpo_pl.dynamics import DynamicsModule
     from mbpo_pl.sac import SACModule
 
@@ -102,7 +103,7 @@ def test_bf16_mixed_precision_covers_sac_model_training_and_rollouts(logdir, mon
         return wrapped
 
     monkeypatch.setattr(DynamicsModule, "fit_ensemble", spy("fit", DynamicsModule.fit_ensemble))
-    monkeypatch.setattr(env_loop, "branched_rollout", spy("rollout", env_loop.branched_rollout))
+    monkeypatch.setattr(model_data, "branched_rollout", spy("rollout", model_data.branched_rollout))
     monkeypatch.setattr(SACModule, "update", spy("sac", SACModule.update))
     cli = main(["fit", "--config", TINY, "--trainer.precision", "bf16-mixed"])
     assert seen["fit"] and seen["rollout"] and seen["sac"]

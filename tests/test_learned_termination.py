@@ -35,8 +35,9 @@ def test_learned_termination_agrees_with_hopper_rule(capsys):
 
 
 def test_env_without_termination_fn_needs_the_learned_one(logdir):
+    unregistered = ["fit", "--config", TINY, "--data.env_id", "MountainCarContinuous-v0"]  # terminates at the goal
     with pytest.raises(ConfigError, match="learn_termination: true"):
-        main(["fit", "--config", TINY, "--data.env_id", "Pusher-v5"])
-    cli = main(["fit", "--config", TINY, "--data.env_id", "Pusher-v5", "--model.dynamics.learn_termination", "true"])
+        main(unregistered)
+    cli = main([*unregistered, "--model.dynamics.learn_termination", "true"])
     assert cli.model.dynamics.learn_termination
     assert len(cli.datamodule.model_buffer) > 0

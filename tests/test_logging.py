@@ -57,17 +57,7 @@ def _renderer_available() -> bool:
 def test_evaluation_video_is_logged_to_tensorboard(logdir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = (
-        Path(TINY)
-        .read_text()
-        .replace(
-            "        num_episodes: 2\n",
-            "        num_episodes: 2\n        video_every_n_env_steps: 200\n        video_size: 48\n",
-        )
-    )
-    assert "video_every_n_env_steps" in config
-    (tmp_path / "video.yaml").write_text(config)
-    main(["fit", "--config", str(tmp_path / "video.yaml")])
+    main(["fit", "--config", TINY, "--eval.video_every_n_env_steps", "200", "--eval.video_size", "48"])
     events = next(Path(logdir).rglob("events.out.tfevents.*"))
     accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0})
     accumulator.Reload()

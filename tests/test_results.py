@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from mbpo_pl.cli import main
-from mbpo_pl.results import export, plot, read_curve, return_at, table, write_table
+from mbpo_pl.results import export, last_window, plot, read_curve, return_at, table, write_table
 
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
 
@@ -17,6 +17,7 @@ def test_return_at_averages_the_last_5k_and_needs_the_step_reached():
     assert return_at(curve, 50_000) == pytest.approx((46 + 47 + 48 + 49 + 50) / 5)
     assert return_at(curve, 100_000) is None  # not reached
     assert return_at([], 50_000) is None
+    assert last_window(125_000) == 5000 and last_window(5000) == 1000
 
 
 def test_export_table_and_plot_from_a_real_run(logdir, tmp_path):
@@ -37,8 +38,8 @@ def test_export_table_and_plot_from_a_real_run(logdir, tmp_path):
     markdown = table(results)
     row = markdown.splitlines()[2]
     assert row.startswith("| [InvertedPendulum-v5](invertedpendulum_seed0.csv) | 0 | 300 | — |")
-    both = [ret for _, ret, _ in read_curve(path)]
-    assert f"| {sum(both) / 2:,.0f} | 0.0 |" in row  # the last step's 5k window holds both evaluations
+    last = read_curve(path)[-1][1]
+    assert f"| {last:,.0f} | 0.0 |" in row  # a 300-step run: the last fifth (60 steps) holds the last evaluation
 
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results-table -->\nstale\n<!-- /results-table -->\nend\n")
