@@ -408,23 +408,29 @@ def bench_env(steps: int) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- per 1000 env steps
 # Epochs per model-training call: early stopping decides them from the data, so they are not measured on the
-# random-policy data below but taken from a real Hopper-v5 run with the paper settings (seed 0, bf16-mixed, 2 CPU
-# cores; `dynamics/epochs` in its logs; README, Speed): the first call (5,000 random transitions, fresh model) ran
-# FIRST_CALL_EPOCHS epochs; the later calls' means per block of 5,000 env steps are EPOCHS_PER_CALL, the last block's
-# mean standing for every later call.
-FIRST_CALL_EPOCHS = 298
-EPOCHS_PER_CALL = (  # (block start in env steps, mean epochs of the calls after it, up to the next block)
-    (5_000, 54.9), (10_000, 26.6), (15_000, 16.2), (20_000, 18.9), (25_000, 17.4), (30_000, 20.1),
-    (35_000, 25.6), (40_000, 30.1), (45_000, 23.8), (50_000, 20.0), (55_000, 22.6), (60_000, 20.8),
-    (65_000, 17.9), (70_000, 16.1), (75_000, 20.4), (80_000, 25.3),
-)  # fmt: skip
+# random-policy data below but read from a real Hopper-v5 run with the paper settings (seed 0, bf16-mixed, 2 CPU
+# cores; `dynamics/epochs` in its logs; docs/speed.md): `epochs_per_call.csv` beside this file holds, per block of
+# 5,000 env steps, the mean epochs of the calls in it; the first row (block 0) is the first call (5,000 random
+# transitions, fresh model); the last block's mean stands for every later call.
+EPOCHS_PER_CALL_FILE = Path(__file__).with_name("epochs_per_call.csv")
+
+
+def load_epochs_per_call(path: Path = EPOCHS_PER_CALL_FILE) -> list[tuple[int, float]]:
+    """``[(block start in env steps, mean epochs per call)]`` from the CSV (columns ``block_start,epochs``)."""
+    with path.open() as handle:
+        rows = [line.strip().split(",") for line in handle if line.strip()]
+    return [(int(start), float(epochs)) for start, epochs in rows[1:]]
+
+
+EPOCHS_PER_CALL = load_epochs_per_call()
 
 
 def epochs_per_call(env_step: int) -> float:
     """Epochs of the model-training call at ``env_step`` (the first call is the one at 5,000 steps)."""
-    if env_step <= EPOCHS_PER_CALL[0][0]:
-        return FIRST_CALL_EPOCHS
-    return [epochs for start, epochs in EPOCHS_PER_CALL if start < env_step][-1]
+    first, *later = EPOCHS_PER_CALL
+    if env_step <= later[0][0]:
+        return first[1]
+    return [epochs for start, epochs in later if start < env_step][-1]
 
 
 def hopper_transitions(n: int, seed: int = 0) -> TensorDict:

@@ -47,8 +47,8 @@ class SACModule(LightningModule):
             ``manual_backward`` and optimizer ``step``, so that callbacks' ``on_before_backward``,
             ``on_after_backward`` and ``on_before_optimizer_step`` hooks and ``trainer.global_step`` see every update.
             ``false`` (default): only the first update of each env step does; the other ``G - 1`` run the same
-            backward and Adam step directly, without Lightning's per-step hook dispatch (about 0.1 ms per update,
-            3-7 % of a bf16 update on 2 CPU cores; README, Speed). Only where Lightning's path adds nothing but the
+            backward and Adam step directly, without Lightning's per-step hook dispatch (measured in
+            docs/speed.md). Only where Lightning's path adds nothing but the
             hooks (one device; 32-true or bf16-mixed, no gradient scaler); any other run takes Lightning's path for
             every update.
     """
