@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from callbacks.model_diagnostics import ModelDiagnostics
 from callbacks.progress import MBPOProgressBar
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError
+from mbpo_pl.run_folders import resolve_checkpoint, run_loggers
 from mbpo_pl.system import MBPO
 
 
@@ -69,60 +68,6 @@ def share_cpu_threads(trainer: Trainer) -> int:
     if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
         torch.set_num_threads(max(1, torch.get_num_threads() // trainer.num_devices))
     return torch.get_num_threads()
-
-
-RUN_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers with save_dir/name/version_N run folders
-
-
-def _run_loggers(trainer_config: Namespace) -> list[Namespace]:
-    """The configured loggers (unparsed) that write ``save_dir/name/version`` run folders."""
-    loggers = trainer_config.get("logger")
-    loggers = loggers if isinstance(loggers, list) else [loggers]
-    return [lg for lg in loggers if isinstance(lg, Namespace) and lg.class_path.rsplit(".", 1)[-1] in RUN_LOGGERS]
-
-
-def _version_number(run_dir: Path) -> int:
-    match = re.fullmatch(r"version_(\d+)", run_dir.name)
-    return int(match.group(1)) if match else -1
-
-
-def newest_run_checkpoint(runs_root: Path) -> Path:
-    """``last.ckpt`` of the highest-numbered ``version_N`` under ``runs_root`` (``<save_dir>/<env id>``) having one."""
-    candidates = sorted(runs_root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: _version_number(p.parents[1]))
-    if not candidates:
-        raise ConfigError(
-            f"--ckpt_path last: no run under {runs_root} has a checkpoints/last.ckpt to resume. Give the run folder "
-            "or the checkpoint file explicitly (--ckpt_path logs/ENV/version_N), or start a new run without "
-            "--ckpt_path."
-        )
-    return candidates[-1]
-
-
-def resolve_checkpoint(ckpt_path: str, runs_root: Path | None) -> Path:
-    """``last`` (the newest run under ``runs_root``), a run folder (its ``checkpoints/last.ckpt``) or a file,
-    checked to exist and to be a readable checkpoint archive."""
-    if ckpt_path == "last":
-        if runs_root is None:
-            raise ConfigError("--ckpt_path last needs a TensorBoard or CSV logger (run folders); give a file instead.")
-        path = newest_run_checkpoint(runs_root)
-    else:
-        path = Path(ckpt_path)
-        if path.is_dir():
-            path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(f"--ckpt_path: no checkpoint file at {path}. Check the path (runs keep theirs in "
-                          "<run folder>/checkpoints/), or start a new run without --ckpt_path.")  # fmt: skip
-    try:
-        with zipfile.ZipFile(path) as archive:  # reads the archive's directory only, not the tensors
-            bad = archive.testzip() if path.stat().st_size < 2**20 else None
-    except (zipfile.BadZipFile, OSError) as err:
-        bad = str(err)
-    if bad is not None:
-        raise ConfigError(
-            f"--ckpt_path: {path} is truncated or corrupt ({bad}), so it cannot be loaded. Resume from another "
-            f"checkpoint of that run (the epoch=N.ckpt files beside it), or start a new run without --ckpt_path."
-        )
-    return path
 
 
 class MBPOCLI(LightningCLI):
@@ -179,7 +124,7 @@ class MBPOCLI(LightningCLI):
 
     def _resume_into_run_folder(self, config: Namespace) -> None:
         """Resolve ``ckpt_path``; a checkpoint in ``<run>/checkpoints/`` makes the run loggers write into ``<run>``."""
-        loggers = _run_loggers(config.trainer)
+        loggers = run_loggers(config.trainer)
         runs_root = None
         if loggers:
             init = loggers[0].init_args

@@ -95,7 +95,7 @@ def diagnose(source: Path, output: Path, horizon: int = 15, episodes: int = 3, d
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mbpo_pl.cli import resolve_checkpoint
+    from mbpo_pl.run_folders import resolve_checkpoint
 
     path = resolve_checkpoint(str(source), None)
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from callbacks import Evaluation
-from mbpo_pl.cli import main, resolve_checkpoint
+from mbpo_pl.cli import main
 from mbpo_pl.errors import ConfigError
 from mbpo_pl.report import load_scalars
+from mbpo_pl.run_folders import resolve_checkpoint
 
 TINY = Path(__file__).parent / "conf" / "tiny.yaml"
 
