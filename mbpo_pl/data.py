@@ -155,8 +155,8 @@ class MBPODataModule(LightningDataModule):
         if self.trainer is not None:
             self._device = self.trainer.strategy.root_device
             self._rank = self.trainer.global_rank
-        if self.buffer_dir is None:
-            run_dir = self.trainer.log_dir if self.trainer is not None else None
+        if self.buffer_dir is None and self.buffer_storage == "memmap":
+            run_dir = self.trainer.log_dir if self.trainer is not None else None  # the same on every rank
             self.buffer_dir = Path(run_dir or ".") / "buffers"
         self.seed = torch.initial_seed() % 2**31  # the run seed after seed_everything
         self.real_buffer, self._generators["real"] = make_replay_buffer(
