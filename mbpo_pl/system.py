@@ -27,6 +27,12 @@ class MBPO(LightningModule):
     Args:
         dynamics: the probabilistic ensemble and its training settings.
         sac: the SAC agent and its settings.
+
+    The speed switches (``cuda_graphs``, ``lightning_hooks_every_step``, ``fused_optimizer``) are settings of each
+    child, not of this root: each child is also used on its own (the benchmark, scripts, tests) with its own
+    optimizer and training step, and the two steps differ in kind (G SAC updates per env step, one ensemble step
+    per minibatch of a training call), so a run can, e.g., replay only the SAC updates as a graph. ``setup`` resolves
+    both children's switches against the same Trainer (device, processes, precision plugin).
     """
 
     def __init__(self, dynamics: DynamicsModule, sac: SACModule) -> None:
