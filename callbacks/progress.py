@@ -14,7 +14,8 @@ from callbacks.env_loop import find_loop
 
 class MBPOProgressBar(ProgressBar):
     """Env steps done out of ``loop.total_env_steps`` with the run's ETA, the last evaluation return and env
-    steps/s (of the last epoch). A resumed run starts the bar where the checkpoint stopped.
+    steps/s (of the last epoch). A resumed run starts the bar where the checkpoint stopped; the ETA is timed from the
+    first policy step, so the quick random steps at the start do not make it optimistic.
 
     Args:
         refresh_every_n_env_steps: redraw period (the postfix and ETA follow the env steps).
@@ -24,6 +25,7 @@ class MBPOProgressBar(ProgressBar):
         super().__init__()
         self.refresh_every_n_env_steps = refresh_every_n_env_steps
         self._enabled = True
+        self._timing_policy_steps = False
         self.bar: tqdm | None = None
 
     def disable(self) -> None:
@@ -45,12 +47,15 @@ class MBPOProgressBar(ProgressBar):
         return metrics
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not (self._enabled and trainer.is_global_zero):
-            return
+        if self._enabled and trainer.is_global_zero:
+            self._open(trainer, leave=False)
+            self._timing_policy_steps = False
+
+    def _open(self, trainer: Trainer, leave: bool) -> None:
         loop = find_loop(trainer)
         self.bar = tqdm(
             total=loop.total_env_steps, initial=loop.env_steps, desc=trainer.datamodule.env_id, unit="step",
-            dynamic_ncols=True, file=sys.stdout, smoothing=0.05,
+            dynamic_ncols=True, file=sys.stdout, smoothing=0.05, leave=leave,
         )  # fmt: skip
 
     def _refresh(self, trainer: Trainer, pl_module: LightningModule, force: bool = False) -> None:
@@ -64,6 +69,12 @@ class MBPOProgressBar(ProgressBar):
             self.bar.update(steps - self.bar.n)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if self.bar is not None and not self._timing_policy_steps:
+            # The random steps and the first model training are done: time (and so estimate) the run from here,
+            # with the policy's own steps only.
+            self.bar.close()
+            self._open(trainer, leave=True)
+            self._timing_policy_steps = True
         self._refresh(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
