@@ -100,12 +100,14 @@ def test_a_run_logs_the_diagnostics_without_changing_its_training(logdir):
     runs = {}
     for every in ("1", "1000"):
         cli = main(["fit", "--config", TINY, "--diagnostics.every_n_model_trainings", every,
+                    "--diagnostics.figure_every_n_model_trainings", "2",
                     "--trainer.logger.init_args.name", f"every{every}"])  # fmt: skip
         runs[every] = torch.cat([p.detach().flatten() for p in cli.model.parameters()])
     torch.testing.assert_close(runs["1"], runs["1000"], rtol=0, atol=0)
     events = next((Path(logdir) / "every1").rglob("events.out.tfevents.*"))
-    accumulator = EventAccumulator(str(events.parent))
+    accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0})
     accumulator.Reload()
+    assert [image.step for image in accumulator.Images("dynamics/error_vs_horizon")] == [200, 300]  # trainings 2, 4
     tags = set(accumulator.Tags()["scalars"])
     for tag in ("dynamics/error_at_h/1", "dynamics/error_at_h/5", "dynamics/error_at_h/k", "dynamics/error_at_h/H",
                 "dynamics/sampled_error_at_h/H", "dynamics/reward_error_at_h/1", "dynamics/trusted_horizon",
