@@ -20,7 +20,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from unittest import mock
 
-import gymnasium as gym
 import lightning
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
 from callbacks.model_diagnostics import ModelDiagnostics
+from callbacks.real_env import RealEnvRunner
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.envs import make_env
@@ -394,15 +394,14 @@ def bench_rollout(states: int, repeats: int) -> dict[str, float]:
 
 
 def bench_env(steps: int) -> dict[str, float]:
-    env = gym.make("Hopper-v5")
+    """Real Hopper-v5 steps as the env loop takes them (``RealEnvRunner``: policy on the training device, one host
+    transfer per step, the transition packed for the buffer, resets at episode ends)."""
+    runner = RealEnvRunner(make_env("Hopper-v5"), seed=0)
     actor = TanhGaussianActor(OBS, ACT).to(DEVICE)
-    obs, _ = env.reset(seed=0)
     start = time.perf_counter()
-    for _ in range(steps):  # as the env loop: policy on the training device, one host transfer per step
-        action = actor.act(torch.as_tensor(obs, dtype=torch.float32, device=DEVICE).unsqueeze(0))[0].cpu().numpy()
-        obs, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            obs, _ = env.reset()
+    for _ in range(steps):
+        runner.step(actor.act, DEVICE)
+    runner.close()
     return {"env_step_with_policy_ms": 1000 * (time.perf_counter() - start) / steps}
 
 
