@@ -30,6 +30,7 @@ from mbpo_pl.diagnostics import (
     evenly_spaced,
     gather_segments,
     open_loop_errors,
+    safe_std,
     segment_starts,
     trusted_horizon,
 )
@@ -107,7 +108,9 @@ class ModelDiagnostics(Callback):
             return {}
         segments = gather_segments(obs, recent["action"], recent["next", "reward"], next_obs, starts, horizon)
         obs_std = dynamics.model.normalizer.std[: dynamics.obs_dim]  # the spread of the data the model was fit on
-        reward_std = recent["next", "reward"].std().clamp_min(1e-8)
+        # the spread of all real rewards (the model's training data); 1 where they do not vary (e.g. a constant
+        # alive bonus), so the reward error is then the raw squared error
+        reward_std = safe_std(data.real_transitions()["next", "reward"].reshape(-1, 1)).to(obs.device)[0]
 
         def predict(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return dynamics.model.forward_members(inputs, dynamics.elites)

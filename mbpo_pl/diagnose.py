@@ -24,6 +24,7 @@ from mbpo_pl.diagnostics import (
     gather_segments,
     open_loop_errors,
     open_loop_means,
+    safe_std,
     segment_starts,
     trusted_horizon,
 )
@@ -111,7 +112,7 @@ def diagnose(source: Path, output: Path, horizon: int = 15, episodes: int = 3, d
                           "transitions; try a smaller --horizon or a larger --recent.")  # fmt: skip
     obs_dim = obs.shape[1]
     obs_std = ensemble.normalizer.std[:obs_dim]
-    reward_std = reward.std().clamp_min(1e-8)
+    reward_std = safe_std(data["next.reward"].reshape(-1, 1))[0]  # all real rewards; 1 where they do not vary
 
     def predict(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return ensemble.forward_members(inputs, elites)

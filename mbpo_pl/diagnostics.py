@@ -4,8 +4,8 @@ Pure functions on tensors; ``callbacks.ModelDiagnostics`` logs them during train
 draws them from a checkpoint.
 
 Errors are *standardised*: each state dimension's error is divided by that dimension's standard deviation in the
-real data (and the reward's by the real rewards' std), squared and averaged, so an error of 1 means "as far off as
-the data's own spread" whatever the units of each dimension.
+real data (and the reward's by the real rewards' std; by 1 where the rewards do not vary), squared and averaged, so
+an error of 1 means "as far off as the data's own spread" whatever the units of each dimension.
 """
 
 from __future__ import annotations

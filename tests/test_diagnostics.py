@@ -82,6 +82,14 @@ def test_segments_never_cross_episode_ends_or_terminations():
     assert segments.next_obs[:, :, 0].tolist() == [[1, 2, 3], [2, 3, 4], [3, 4, 5], [6, 7, 100]]
 
 
+def test_a_quantity_that_does_not_vary_is_not_standardised():
+    """InvertedPendulum pays 1 per step: dividing a reward error by that std (0) would explode; the scale is 1."""
+    from mbpo_pl.diagnostics import safe_std
+
+    torch.testing.assert_close(safe_std(torch.ones(100, 1)), torch.ones(1))
+    torch.testing.assert_close(safe_std(torch.tensor([[0.0], [2.0]])), torch.tensor([2.0**0.5]))
+
+
 def test_distribution_shift_statistics():
     g = torch.Generator().manual_seed(0)
     real = torch.randn(20000, 3, generator=g)
