@@ -7,8 +7,8 @@ real first state and the real actions; the elites' mean predictions as a line wi
 standardised error vs horizon over many segments (mean prediction and MBPO-style sampled rollouts).
 
 The segments come from the newest real transitions in the buffer; all but the last model-training period's were
-in the model's training data, so the curve is an optimistic (in-sample) view, unlike the held-out curve that
-training logs under ``dynamics/``.
+in the model's training data (an in-sample view), unlike the held-out segments that training logs under
+``dynamics/``.
 """
 
 from __future__ import annotations
