@@ -1,4 +1,4 @@
-"""``RunClock``: where the wall time of each training epoch goes, as the ``time/<part>_s`` metrics."""
+"""``RunClock``: where the wall time of each training epoch goes, as the ``time/`` metrics."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class RunClock:
     def __init__(self, device: torch.device | None = None) -> None:
         self.device = device or torch.device("cpu")
         self.parts: dict[str, float] = {}
+        self.epoch_start = self.now()
 
     def now(self) -> float:
         if self.device.type == "cuda":
@@ -35,3 +36,22 @@ class RunClock:
 
     def reset(self) -> None:
         self.parts = {}
+
+    def start_epoch(self) -> None:
+        """Start timing a new epoch: its start time, no parts yet."""
+        self.epoch_start = self.now()
+        self.reset()
+
+    def epoch_metrics(self, env_steps: int, sac_updates: int) -> dict[str, float]:
+        """The ``time/`` metrics of the epoch since :meth:`start_epoch`, which took ``env_steps`` env steps and
+        ``sac_updates`` SAC updates: its wall seconds, each part's seconds, and the SAC updates' share (the
+        rest: the Trainer's training steps) with the rates both give."""
+        elapsed = self.now() - self.epoch_start
+        sac_seconds = max(elapsed - sum(self.parts.values()), 1e-9)
+        return {
+            "time/env_steps_per_s": env_steps / elapsed,
+            "time/sac_updates_per_s": sac_updates / sac_seconds,
+            "time/epoch_s": elapsed,
+            "time/sac_s": sac_seconds,
+            **{f"time/{key}_s": value for key, value in self.parts.items()},
+        }

@@ -31,15 +31,15 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.clock import RunClock
-from callbacks.model_data import model_data_metrics, refill_model_buffer, train_dynamics
+from callbacks.model_data import check_batches_fit, model_data_metrics, refill_model_buffer, train_dynamics
 from callbacks.real_env import RealEnvRunner
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.envs import make_env
 from mbpo_pl.errors import ConfigError, require_positive
 from mbpo_pl.rollout import model_buffer_capacity, rollout_length
 from mbpo_pl.system import MBPO
-from mbpo_pl.termination import get_termination_fn
-from mbpo_pl.utils import NonFiniteError
+from mbpo_pl.termination import choose_termination_fn
+from mbpo_pl.utils import NonFiniteError, global_rng_state, set_global_rng_state
 
 
 def find_loop(trainer: Trainer) -> MBPOLoop:
@@ -96,6 +96,7 @@ class MBPOLoop(Callback):
         self.rollout_length = 0
         self.runner: RealEnvRunner | None = None  # the real env, built in setup()
         self.clock = RunClock()  # the epoch's time split; other callbacks bill their parts to it
+        self.termination_fn = None  # what stops model rollouts, chosen in setup()
         self._pending_restore: dict[str, Any] | None = None
         self.env_steps_per_s: float | None = None  # of the last epoch, for the progress bar
         self.world_size = 1  # set from the Trainer in setup()
@@ -107,39 +108,13 @@ class MBPOLoop(Callback):
             raise TypeError("MBPOLoop needs the MBPO module and the MBPODataModule")
         data: MBPODataModule = trainer.datamodule
         self.runner = RealEnvRunner(make_env(data.env_id, data.env_kwargs), data.seed + 1000 * trainer.global_rank)
-        if pl_module.dynamics.learn_termination:
-            self.termination_fn = pl_module.dynamics.predict_termination
-        else:
-            try:
-                self.termination_fn = get_termination_fn(data.env_id)
-            except ConfigError as err:
-                raise ConfigError(
-                    f"{err.args[0]} Or learn one from the real data: set model.dynamics.learn_termination: true."
-                ) from None
-        self._check_batches_fit(data, trainer.world_size)
+        dynamics = pl_module.dynamics
+        learned = dynamics.predict_termination if dynamics.learn_termination else None
+        self.termination_fn = choose_termination_fn(data.env_id, learned)
+        check_batches_fit(data, self.init_random_steps, self.rollout_batch_size, trainer.world_size)
         self.world_size = trainer.world_size
         self._device = trainer.strategy.root_device
         self.clock = RunClock(self._device)
-
-    def _check_batches_fit(self, data: MBPODataModule, world_size: int) -> None:
-        """Refuse settings whose buffers cannot give a full batch when training starts."""
-        first_real = self.init_random_steps // world_size  # real transitions per rank at the first model training
-        needed = max(data.num_real, 2)  # the real rows of one SAC batch; 2 for the model's holdout split
-        if first_real < needed:
-            raise ConfigError(
-                f"loop.init_random_steps={self.init_random_steps} gives each of the {world_size} process(es) "
-                f"{first_real} real transitions before training starts, fewer than the {data.num_real} real rows of "
-                f"one SAC batch (data.batch_size={data.batch_size} x real_ratio={data.real_ratio}; at least 2 for "
-                f"the model's holdout split). Raise init_random_steps to at least "
-                f"{needed * world_size} or lower data.batch_size / data.real_ratio."
-            )
-        model_rows = data.batch_size - data.num_real
-        if self.rollout_batch_size < model_rows:
-            raise ConfigError(
-                f"loop.rollout_batch_size={self.rollout_batch_size} model transitions per rollout are fewer "
-                f"than the {model_rows} model rows of each SAC batch (data.batch_size={data.batch_size}, "
-                f"real_ratio={data.real_ratio}). Raise rollout_batch_size or lower data.batch_size."
-            )
 
     @property
     def episodes(self) -> int:
@@ -184,8 +159,7 @@ class MBPOLoop(Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._epoch_start = self.clock.now()
-        self.clock.reset()
+        self.clock.start_epoch()
         with self.clock.timed("env"):
             while self.env_steps < self.init_random_steps:
                 self._env_step(trainer, pl_module, random=True)
@@ -202,10 +176,9 @@ class MBPOLoop(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         data: MBPODataModule = trainer.datamodule
-        elapsed = self.clock.now() - self._epoch_start
-        other = sum(self.clock.parts.values())
-        sac_seconds = max(elapsed - other, 1e-9)
-        self.env_steps_per_s = data.model_train_freq * self.world_size / elapsed
+        steps = data.model_train_freq
+        timing = self.clock.epoch_metrics(steps * self.world_size, steps * data.updates_per_step)  # SAC: per rank
+        self.env_steps_per_s = timing["time/env_steps_per_s"]
         metrics: dict[str, Any] = dict(pl_module.pop_sac_stats())
         bad = [key for key, value in metrics.items() if not torch.isfinite(value).all()]
         if bad:
@@ -213,17 +186,7 @@ class MBPOLoop(Callback):
                 f"SAC: {', '.join(bad)} became non-finite in the updates up to env step {self.env_steps}. Check the "
                 "rewards for NaN/inf or extreme scale, or lower model.sac.lr."
             )
-        metrics.update(
-            {
-                "time/env_steps_per_s": self.env_steps_per_s,
-                "time/sac_updates_per_s": data.model_train_freq * data.updates_per_step / sac_seconds,  # per rank
-                "time/epoch_s": elapsed,
-                "time/sac_s": sac_seconds,
-                **{f"time/{key}_s": value for key, value in self.clock.parts.items()},
-                "train/env_steps": self.env_steps,
-            }
-        )
-        pl_module.log_metrics(metrics, self.env_steps)
+        pl_module.log_metrics({**metrics, **timing, "train/env_steps": self.env_steps}, self.env_steps)
         if self.env_steps >= self.total_env_steps:
             trainer.should_stop = True
 
@@ -235,18 +198,15 @@ class MBPOLoop(Callback):
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
-        """Counters, the in-progress episode and the RNG streams the loop draws from (global torch RNG for
-        policy sampling and rollouts, the action space's RNG for random steps)."""
+        """Counters, the real env's running episode and RNG (:meth:`RealEnvRunner.state_dict`) and the global torch
+        RNG streams the loop draws from (policy sampling, rollouts)."""
         return {
             "env_steps": self.env_steps,
-            "episodes": self.episodes,
             "model_trainings": self.model_trainings,
             "rollout_length": self.rollout_length,
             "world_size": self.world_size,
-            "env": self.runner.snapshot(),
-            "action_space_rng": self.runner.action_rng_state,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **self.runner.state_dict(),
+            **global_rng_state(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -256,10 +216,9 @@ class MBPOLoop(Callback):
         self._pending_restore = state_dict
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        pending = self._pending_restore
+        pending, self._pending_restore = self._pending_restore, None
         if pending is None:
             return
-        self._pending_restore = None
         if pending["world_size"] != self.world_size:
             raise ConfigError(
                 f"This checkpoint was written by a run with {pending['world_size']} processes; resume it with the "
@@ -270,14 +229,10 @@ class MBPOLoop(Callback):
                 f"This checkpoint was taken after {self.env_steps} env steps but holds no replay buffer, so "
                 "training cannot continue as if never stopped. Start a new run instead."
             )
-        # Restored here, after the Trainer's own set-up, so nothing draws from these streams in between.
-        self.runner.episodes = pending["episodes"]
-        self.runner.restore(pending["env"] if trainer.global_rank == 0 else {})
-        self.runner.action_rng_state = pending["action_space_rng"]
-        torch.set_rng_state(pending["torch_rng"])
-        if pending["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(pending["cuda_rng"])
+        # Restored here, after the Trainer's own set-up, so nothing draws from these streams in between. The
+        # checkpoint holds rank 0's streams and buffers only: other ranks continue from rank 0's data with their own
+        # env episode restarted and a distinct, deterministic random stream.
+        self.runner.load_state_dict(pending, continue_episode=trainer.global_rank == 0)
+        set_global_rng_state(pending)
         if trainer.global_rank > 0:
-            # The checkpoint holds rank 0's streams and buffers only: other ranks continue from rank 0's data with
-            # their own env episode restarted and a distinct, deterministic random stream.
             torch.manual_seed(int(torch.randint(2**31 - 1, (1,))) + trainer.global_rank)

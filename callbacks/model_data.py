@@ -7,9 +7,33 @@ from torch import Tensor
 
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.dynamics import DynamicsModule
+from mbpo_pl.errors import ConfigError
 from mbpo_pl.nets.sac import TanhGaussianActor
 from mbpo_pl.rollout import RolloutResult, branched_rollout
 from mbpo_pl.termination import TerminationFn
+
+
+def check_batches_fit(data: MBPODataModule, init_random_steps: int, rollout_batch_size: int, world_size: int) -> None:
+    """Refuse loop settings whose buffers cannot give a full SAC batch (and the model a holdout split) when training
+    starts: ``init_random_steps`` real transitions shared by ``world_size`` processes, ``rollout_batch_size`` model
+    transitions from the first rollout."""
+    first_real = init_random_steps // world_size  # real transitions per rank at the first model training
+    needed = max(data.num_real, 2)  # the real rows of one SAC batch; 2 for the model's holdout split
+    if first_real < needed:
+        raise ConfigError(
+            f"loop.init_random_steps={init_random_steps} gives each of the {world_size} process(es) "
+            f"{first_real} real transitions before training starts, fewer than the {data.num_real} real rows of "
+            f"one SAC batch (data.batch_size={data.batch_size} x real_ratio={data.real_ratio}; at least 2 for "
+            f"the model's holdout split). Raise init_random_steps to at least "
+            f"{needed * world_size} or lower data.batch_size / data.real_ratio."
+        )
+    model_rows = data.batch_size - data.num_real
+    if rollout_batch_size < model_rows:
+        raise ConfigError(
+            f"loop.rollout_batch_size={rollout_batch_size} model transitions per rollout are fewer "
+            f"than the {model_rows} model rows of each SAC batch (data.batch_size={data.batch_size}, "
+            f"real_ratio={data.real_ratio}). Raise rollout_batch_size or lower data.batch_size."
+        )
 
 
 def train_dynamics(dynamics: DynamicsModule, data: MBPODataModule) -> dict[str, Tensor]:

@@ -103,13 +103,20 @@ class RealEnvRunner:
         self.episode_return = state["episode_return"]
         self.episode_length = state["episode_length"]
 
-    @property
-    def action_rng_state(self) -> dict:
-        return self.env.action_space.np_random.bit_generator.state
+    def state_dict(self) -> dict[str, Any]:
+        """Episodes so far, the running episode (:meth:`snapshot`) and the action space's RNG (random steps)."""
+        return {
+            "episodes": self.episodes,
+            "env": self.snapshot(),
+            "action_space_rng": self.env.action_space.np_random.bit_generator.state,
+        }
 
-    @action_rng_state.setter
-    def action_rng_state(self, state: dict) -> None:
-        self.env.action_space.np_random.bit_generator.state = state
+    def load_state_dict(self, state: dict[str, Any], continue_episode: bool = True) -> None:
+        """Restore :meth:`state_dict`; ``continue_episode=False`` starts a fresh episode instead (a process that
+        did not run the snapshot's episode)."""
+        self.episodes = state["episodes"]
+        self.restore(state["env"] if continue_episode else {})
+        self.env.action_space.np_random.bit_generator.state = state["action_space_rng"]
 
     def close(self) -> None:
         self.env.close()

@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 
-from mbpo_pl.buffers import buffer_state, make_replay_buffer, restore_buffer
+from mbpo_pl.buffers import buffer_state, dump_buffer, load_dumped_buffer, make_replay_buffer, restore_buffer
 from mbpo_pl.envs import env_dims
 from mbpo_pl.errors import ConfigError, require_positive
 
@@ -215,38 +215,23 @@ class MBPODataModule(LightningDataModule):
     def _save_buffer(self, name: str, buffer: TensorDictReplayBuffer, token: str) -> dict:
         if self.buffer_storage == "memory":
             return buffer_state(buffer, self._generators[name])
-        # memmap: TorchRL writes the buffer as memory-mapped files beside the live ones; the checkpoint refers to
-        # them. Only the latest checkpoint's copy is kept on disk (each save replaces it).
-        dump_dir = self.buffer_dir / f"rank{self._rank}" / "checkpoint" / name
-        shutil.rmtree(dump_dir, ignore_errors=True)
-        dump_dir.parent.mkdir(parents=True, exist_ok=True)
-        buffer.dumps(dump_dir)
-        (dump_dir / "checkpoint_token").write_text(token)
-        return {"dumped": name, "token": token, "capacity": buffer.storage.max_size,
-                "rng": self._generators[name].get_state()}  # fmt: skip
+        # memmap: only the latest checkpoint's copy is kept on disk (each save replaces it).
+        return dump_buffer(name, buffer, self._generators[name], self._dump_dir(name), token)
 
     def _load_buffer(self, name: str, state: dict) -> None:
         if "dumped" not in state:
             buffer, generator = restore_buffer(state, self._device)
         else:
-            dump_dir = self.buffer_dir / f"rank{self._rank}" / "checkpoint" / name
-            found = (dump_dir / "checkpoint_token").read_text() if (dump_dir / "checkpoint_token").is_file() else None
-            if found != state["token"]:
-                raise ConfigError(
-                    f"The memory-mapped {name} buffer for this checkpoint is not in {dump_dir} (found the buffers of "
-                    f"{'another save' if found else 'no save'}). With data.buffer_storage=memmap only the latest "
-                    "checkpoint's buffers are kept on disk: resume from the latest checkpoint (--ckpt_path last) "
-                    "with the same data.buffer_dir."
-                )
             label = name if name == "real" else f"model-{state['capacity']}"
-            buffer, generator = make_replay_buffer(state["capacity"], self._device, 0, self._memmap_dir(label))
-            buffer.loads(dump_dir)
-            generator.set_state(state["rng"])
+            buffer, generator = load_dumped_buffer(state, self._dump_dir(name), self._device, self._memmap_dir(label))
         if name == "real":
             self.real_buffer = buffer
         else:
             self.model_buffer = buffer
         self._generators[name] = generator
+
+    def _dump_dir(self, name: str) -> Path:
+        return self.buffer_dir / f"rank{self._rank}" / "checkpoint" / name
 
     def state_dict(self) -> dict:
         """Both replay buffers (filled part only) with writer positions and sampling RNG states.

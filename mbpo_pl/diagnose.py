@@ -35,7 +35,7 @@ from mbpo_pl.nets.ensemble import GaussianEnsemble
 def ensemble_from_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[GaussianEnsemble, torch.Tensor]:
     """The dynamics ensemble (sizes read off the weights) and its elites from an ``MBPO`` checkpoint's state."""
     prefix = "dynamics.model."
-    weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     hidden = sorted(k for k in weights if k.startswith("hidden.") and k.endswith(".weight"))
     if not hidden:
         raise ConfigError("this checkpoint holds no mbpo_pl dynamics ensemble (no dynamics.model.* weights)")

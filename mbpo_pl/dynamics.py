@@ -11,30 +11,12 @@ from torch import Tensor
 
 from mbpo_pl.cuda_graphs import CudaGraphStep
 from mbpo_pl.errors import ConfigError
+from mbpo_pl.holdout import BestMembers, split_holdout
 from mbpo_pl.nets.ensemble import GaussianEnsemble, TerminationClassifier, gaussian_nll
 from mbpo_pl.utils import NonFiniteError, all_mean, clear_grads, is_distributed, optimizer_step, own_optimizers
 
 # Official MBPO per-layer L2 coefficients for the 4 hidden layers + output layer.
 DEFAULT_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
-
-
-def split_holdout(
-    inputs: Tensor, targets: Tensor, holdout_ratio: float, max_holdout: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """A random ``holdout_ratio`` of the rows (at least 1, at most ``max_holdout``) held out from training:
-    ``(train_in, train_tg, holdout_in, holdout_tg)``."""
-    num_total = inputs.shape[0]
-    permutation = torch.randperm(num_total, device=inputs.device)
-    num_holdout = max(1, min(int(num_total * holdout_ratio), max_holdout))
-    if num_total - num_holdout < 1:
-        raise ValueError(f"need at least 2 transitions to train the dynamics model, got {num_total}")
-    held, kept = permutation[:num_holdout], permutation[num_holdout:]
-    return inputs[kept], targets[kept], inputs[held], targets[held]
-
-
-def improved_members(best_mse: Tensor, mse: Tensor, threshold: float) -> Tensor:
-    """``[E]`` bool: members without a best yet, or whose holdout MSE dropped by more than ``threshold`` (relative)."""
-    return torch.isinf(best_mse) | ((best_mse - mse) / best_mse > threshold)
 
 
 class DynamicsModule(LightningModule):
@@ -214,8 +196,8 @@ class DynamicsModule(LightningModule):
         """Train on ``inputs [N, O+A]``, ``targets [N, 1+O]``; returns statistics (``holdout_mse [E]`` etc.).
 
         The official MBPO recipe as named steps: split a holdout set, refit the input normalizer, run bootstrap
-        epochs keeping each member's best weights by holdout MSE until no member improves for ``patience`` epochs,
-        restore the best weights and pick the elites.
+        epochs keeping each member's best weights by holdout MSE (:class:`~mbpo_pl.holdout.BestMembers`) until no
+        member improves for more than ``patience`` epochs, restore the best weights and pick the elites.
         """
         self._check_equal_sizes_across_ranks(inputs)
         train_in, train_tg, holdout_in, holdout_tg = split_holdout(inputs, targets, self.holdout_ratio,
@@ -223,9 +205,8 @@ class DynamicsModule(LightningModule):
         self.model.normalizer.fit(train_in, average=lambda t: all_mean(self, t))
         ensemble_size, num_train = self.model.ensemble_size, train_in.shape[0]
         bootstrap = torch.randint(num_train, (ensemble_size, num_train), device=inputs.device)  # [E, N_train]
-        best_mse = torch.full((ensemble_size,), float("inf"), device=inputs.device)
-        best_params = [p.detach().clone() for p in self._member_tensors()]
-        epochs_since_update, epoch, steps = 0, 0, 0
+        best = BestMembers(self._member_tensors(), self.patience, self.improvement_threshold)
+        epoch, steps = 0, 0
         loss_sum = torch.zeros((), device=inputs.device)
         while True:
             epoch_loss, steps = self._run_epoch(train_in, train_tg, bootstrap, steps)
@@ -234,16 +215,11 @@ class DynamicsModule(LightningModule):
             # Averaged over ranks (each holds out its own data), so every rank takes the same stopping decision.
             mse = all_mean(self, self.holdout_mse(holdout_in, holdout_tg))
             self._check_finite(loss_sum, mse, epoch, num_train)
-            improved = improved_members(best_mse, mse, self.improvement_threshold)
-            best_mse = torch.where(improved, mse, best_mse)
-            self._keep_best(best_params, improved)
-            # Official MBPO: stop once more than `patience` epochs passed with no member improving.
-            epochs_since_update = 0 if bool(improved.any()) else epochs_since_update + 1
-            if epochs_since_update > self.patience:
+            if best.update(mse) or (self.max_epochs_per_train is not None and epoch >= self.max_epochs_per_train):
                 break
-            if self.max_epochs_per_train is not None and epoch >= self.max_epochs_per_train:
-                break
-        mse = self._restore_best_and_pick_elites(best_params, holdout_in, holdout_tg)
+        best.restore()
+        mse = all_mean(self, self.holdout_mse(holdout_in, holdout_tg))
+        self.elites.copy_(mse.argsort()[: self.num_elites])
         return {
             "holdout_mse": mse,
             "train_loss": loss_sum / max(steps, 1),
@@ -284,20 +260,3 @@ class DynamicsModule(LightningModule):
                 f"epoch {epoch} of this training call ({num_train} transitions). Check the real data for NaN/inf "
                 "observations or rewards, or lower model.dynamics.lr."
             )
-
-    @torch.no_grad()
-    def _keep_best(self, best_params: list[Tensor], improved: Tensor) -> None:
-        """Snapshot the weights of the members that ``improved`` (``[E]`` bool) into ``best_params``."""
-        for best, param in zip(best_params, self._member_tensors()):
-            mask = improved.view(-1, *([1] * (param.dim() - 1)))
-            best.copy_(torch.where(mask, param, best))
-
-    @torch.no_grad()
-    def _restore_best_and_pick_elites(self, best_params: list[Tensor], holdout_in: Tensor, holdout_tg: Tensor
-                                      ) -> Tensor:  # fmt: skip
-        """Every member back to its best snapshot; elites = the ``num_elites`` lowest holdout MSEs (returned)."""
-        for best, param in zip(best_params, self._member_tensors()):
-            param.copy_(best)
-        mse = all_mean(self, self.holdout_mse(holdout_in, holdout_tg))
-        self.elites.copy_(mse.argsort()[: self.num_elites])
-        return mse

@@ -34,6 +34,8 @@ WINDOW = 5000  # a return "at step S" is the mean of the evaluations in (S - WIN
 def last_window(last_step: int) -> int:
     """The window of the return at a run's last step: 5k, or the last fifth of a run shorter than 25k."""
     return min(WINDOW, max(last_step // 5, 1))
+
+
 REFERENCE_STEPS = (50_000, 100_000)
 BEGIN, END = "<!-- results-table -->", "<!-- /results-table -->"
 

@@ -45,6 +45,19 @@ def get_termination_fn(env_id: str) -> TerminationFn:
         ) from None
 
 
+def choose_termination_fn(env_id: str, learned: TerminationFn | None) -> TerminationFn:
+    """What stops model rollouts: the ``learned`` classifier where the user asked for one, else the registered
+    function of ``env_id`` (a clear error naming both ways out where there is none)."""
+    if learned is not None:
+        return learned
+    try:
+        return get_termination_fn(env_id)
+    except ConfigError as err:
+        raise ConfigError(
+            f"{err.args[0]} Or learn one from the real data: set model.dynamics.learn_termination: true."
+        ) from None
+
+
 def registered_env_ids() -> list[str]:
     return sorted(_REGISTRY)
 

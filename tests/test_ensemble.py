@@ -170,7 +170,7 @@ def test_bad_dynamics_settings_are_refused():
 
 
 def test_split_holdout_is_a_random_partition_capped():
-    from mbpo_pl.dynamics import split_holdout
+    from mbpo_pl.holdout import split_holdout
 
     inputs = torch.arange(100, dtype=torch.float32)[:, None]
     train_in, train_tg, hold_in, hold_tg = split_holdout(inputs, inputs + 0.5, 0.2, 15)
@@ -184,8 +184,25 @@ def test_split_holdout_is_a_random_partition_capped():
 
 
 def test_improved_members_needs_more_than_the_relative_threshold():
-    from mbpo_pl.dynamics import improved_members
+    from mbpo_pl.holdout import improved_members
 
     best = torch.tensor([float("inf"), 1.0, 1.0, 1.0])
     mse = torch.tensor([5.0, 0.985, 0.995, 1.2])
     assert improved_members(best, mse, 0.01).tolist() == [True, True, False, False]
+
+
+def test_best_members_keeps_each_members_best_weights_and_stops_after_patience():
+    from mbpo_pl.holdout import BestMembers
+
+    weight = torch.zeros(2, 3)  # 2 members
+    best = BestMembers([weight], patience=1, threshold=0.01)
+    assert best.update(torch.tensor([1.0, 1.0])) is False  # first epoch: both members improve
+    weight.copy_(torch.ones(2, 3))
+    assert best.update(torch.tensor([0.5, 0.999])) is False  # member 0 improves, member 1 only by 0.1 %
+    weight.copy_(torch.full((2, 3), 2.0))
+    assert best.update(torch.tensor([0.6, 0.5])) is False  # member 1 improves: the counter restarts
+    assert best.update(torch.tensor([0.6, 0.6])) is False  # one epoch without improvement: tolerated
+    assert best.update(torch.tensor([0.6, 0.6])) is True  # the second one exceeds patience=1
+    best.restore()
+    assert weight[0].tolist() == [1.0] * 3 and weight[1].tolist() == [2.0] * 3
+    assert best.best_mse.tolist() == [0.5, 0.5]
