@@ -38,7 +38,7 @@ from mbpo_pl.envs import make_env
 from mbpo_pl.errors import ConfigError, require_positive
 from mbpo_pl.rollout import model_buffer_capacity, rollout_length
 from mbpo_pl.system import MBPO
-from mbpo_pl.termination import choose_termination_fn
+from mbpo_pl.termination import TerminationFn, choose_termination_fn
 from mbpo_pl.utils import NonFiniteError, global_rng_state, set_global_rng_state
 
 
@@ -96,7 +96,7 @@ class MBPOLoop(Callback):
         self.rollout_length = 0
         self.runner: RealEnvRunner | None = None  # the real env, built in setup()
         self.clock = RunClock()  # the epoch's time split; other callbacks bill their parts to it
-        self.termination_fn = None  # what stops model rollouts, chosen in setup()
+        self.termination_fn: TerminationFn | None = None  # what stops model rollouts, chosen in setup()
         self._pending_restore: dict[str, Any] | None = None
         self.env_steps_per_s: float | None = None  # of the last epoch, for the progress bar
         self.world_size = 1  # set from the Trainer in setup()
