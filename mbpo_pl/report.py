@@ -1,6 +1,11 @@
-"""Summarise a run's TensorBoard logs: the evaluation curve and where the wall time went.
+"""Summarise runs' TensorBoard logs: the evaluation curve, the training's health signals and where the wall time
+went, per block of env steps.
 
-``python -m mbpo_pl.report logs/Hopper-v5/version_0 [--block 5000]``
+``python -m mbpo_pl report logs/Hopper-v5/version_0 [logs/Hopper-v5/version_1 ...] [--block 5000]``
+
+The health table holds what to look at when a run falls behind the paper: the model's holdout MSE (elites) and
+training epochs, SAC's Q values, temperature and critic loss, the rollout length, the fraction of model rollouts
+that terminated before the last step, the model transitions dropped as non-finite and the trusted horizon.
 """
 
 from __future__ import annotations
@@ -41,24 +46,83 @@ def time_split(scalars: dict[str, list[tuple[int, float]]], block: int) -> list[
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", help="a TensorBoard run directory, e.g. logs/Hopper-v5/version_0")
-    parser.add_argument("--block", type=int, default=5000, help="env steps per row of the time table")
-    args = parser.parse_args(argv)
-    if not Path(args.run_dir).is_dir():
-        raise SystemExit(f"{args.run_dir}: no such run directory")
-    scalars = load_scalars(args.run_dir)
+# (column, tag, how the values of a block are combined)
+HEALTH_COLUMNS = (
+    ("eval", "eval/return", "mean"),
+    ("holdout_mse", "dynamics/holdout_mse_elites", "mean"),
+    ("model_epochs", "dynamics/epochs", "mean"),
+    ("q", "train/q", "mean"),
+    ("alpha", "train/alpha", "mean"),
+    ("critic_loss", "train/critic_loss", "mean"),
+    ("k", "rollout/length", "last"),
+    ("terminated", "rollout/kept_fraction", "mean_complement"),
+    ("nonfinite", "rollout/dropped_nonfinite", "sum"),
+    ("trusted_h", "dynamics/trusted_horizon", "mean"),
+)
+
+
+def health(scalars: dict[str, list[tuple[int, float]]], block: int) -> list[dict[str, float | None]]:
+    """Per block of ``block`` env steps ``(from, to]``: each :data:`HEALTH_COLUMNS` value (``None`` where the run
+    logged none in that block); ``terminated`` is the mean fraction of model rollouts ended before their last step."""
+    last = max((step for points in scalars.values() for step, _ in points), default=0)
+    rows: list[dict[str, float | None]] = []
+    for start in range(0, last, block):
+        row: dict[str, float | None] = {"from": start, "to": start + block}
+        for column, tag, combine in HEALTH_COLUMNS:
+            values = [value for step, value in scalars.get(tag, []) if start < step <= start + block]
+            if not values:
+                row[column] = None
+            elif combine == "sum":
+                row[column] = sum(values)
+            elif combine == "last":
+                row[column] = values[-1]
+            elif combine == "mean_complement":
+                row[column] = 1 - sum(values) / len(values)
+            else:
+                row[column] = sum(values) / len(values)
+        if any(row[column] is not None for column, _, _ in HEALTH_COLUMNS):
+            rows.append(row)
+    return rows
+
+
+def _cell(value: float | None) -> str:
+    if value is None:
+        return f"{'-':>13}"
+    return f"{value:13.4g}" if abs(value) < 1000 else f"{value:13.0f}"
+
+
+def print_run(run_dir: str | Path, block: int) -> None:
+    scalars = load_scalars(run_dir)
+    print(f"== {run_dir}")
     print("env_steps  eval/return")
     for step, value in scalars.get("eval/return", []):
         print(f"{step:9d}  {value:10.1f}")
-    rows = time_split(scalars, args.block)
+    rows = health(scalars, block)
+    if rows:
+        print(f"\nhealth per {block} env steps (means; k: last; nonfinite: sum)")
+        print(f"{'env steps':>15}" + "".join(f"{column:>13}" for column, _, _ in HEALTH_COLUMNS))
+        for row in rows:
+            label = f"{row['from']}-{row['to']}"
+            print(f"{label:>15}" + "".join(_cell(row[column]) for column, _, _ in HEALTH_COLUMNS))
+    rows = time_split(scalars, block)
     if rows:
         print("\nwall seconds per 1000 env steps")
         print(f"{'env steps':>15}" + "".join(f"{p:>12}" for p in (*TIME_PARTS, "total")))
         for row in rows:
             label = f"{row['from']}-{row['to']}"
             print(f"{label:>15}" + "".join(f"{row[p]:12.1f}" for p in (*TIME_PARTS, "total")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", help="TensorBoard run directories, e.g. logs/Hopper-v5/version_0")
+    parser.add_argument("--block", type=int, default=5000, help="env steps per row of the tables")
+    args = parser.parse_args(argv)
+    for run_dir in args.run_dirs:
+        if not Path(run_dir).is_dir():
+            raise SystemExit(f"{run_dir}: no such run directory")
+    for run_dir in args.run_dirs:
+        print_run(run_dir, args.block)
 
 
 if __name__ == "__main__":

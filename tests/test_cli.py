@@ -260,3 +260,21 @@ def test_lightning_steps_are_skipped_only_where_they_add_nothing_but_hooks(kwarg
         kwargs["plugins"] = [MixedPrecision("16-mixed", "cpu")]
     trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **kwargs)
     assert lightning_step_is_plain(trainer) is plain
+
+
+def test_report_health_table_combines_each_block():
+    from mbpo_pl.report import health
+
+    scalars = {
+        "eval/return": [(1000, 10.0), (2000, 30.0), (3000, 50.0)],
+        "train/q": [(500, 1.0), (1500, 3.0), (2000, 5.0)],
+        "rollout/length": [(250, 1), (1750, 2), (2000, 3)],
+        "rollout/kept_fraction": [(1250, 0.8), (2000, 0.6)],
+        "rollout/dropped_nonfinite": [(1250, 2.0), (2000, 3.0)],
+    }
+    first, second, third = health(scalars, block=1000)[:3]
+    assert (first["from"], first["to"], first["eval"], first["q"], first["k"]) == (0, 1000, 10.0, 1.0, 1)
+    assert first["terminated"] is None and first["holdout_mse"] is None  # nothing logged in that block
+    assert second["eval"] == 30.0 and second["q"] == 4.0 and second["k"] == 3  # mean; last
+    assert second["terminated"] == pytest.approx(0.3) and second["nonfinite"] == 5.0  # 1 - mean kept; sum
+    assert third["eval"] == 50.0 and third["q"] is None
