@@ -37,6 +37,7 @@ def last_window(last_step: int) -> int:
 
 
 REFERENCE_STEPS = (50_000, 100_000)
+PAPER_ENV_VERSION = "v5"  # the Gymnasium version of our configs of the paper envs
 BEGIN, END = "<!-- results-table -->", "<!-- /results-table -->"
 
 
@@ -127,21 +128,60 @@ def load_runs(results_dir: Path) -> list[tuple[str, dict, list[tuple[int, float,
     return sorted(runs, key=lambda run: (run[1]["env_id"], run[1]["seed"] or 0))
 
 
+def _mean_std(values: list[float]) -> str:
+    """``mean ± std`` (sample std over seeds); a single value alone."""
+    if len(values) == 1:
+        return _fmt(values[0])
+    return f"{statistics.fmean(values):,.0f} ± {statistics.stdev(values):,.0f}"
+
+
+def _seeds_row(env_id: str, runs: list[tuple[str, dict, list[tuple[int, float, float]]]]) -> str:
+    """The row of an env run with several seeds: mean ± std over the seeds that reached each step (``n`` of them
+    when not all did)."""
+    curves = [curve for _, _, curve in runs]
+    cells = [f"{env_id}: {len(runs)} seeds", ", ".join(str(meta["seed"]) for _, meta, _ in runs),
+             f"{min(curve[-1][0] for curve in curves):,} (least)"]  # fmt: skip
+    for step in REFERENCE_STEPS:
+        reached = [value for value in (return_at(curve, step) for curve in curves) if value is not None]
+        note = f" (n = {len(reached)})" if 0 < len(reached) < len(curves) else ""
+        cells += [(_mean_std(reached) + note) if reached else "—", paper_at(env_id, step)]
+    last = [return_at(curve, curve[-1][0], last_window(curve[-1][0])) for curve in curves]
+    cells += [_mean_std(last), "—", "—", "—"]
+    return "| " + " | ".join(cells) + " |"
+
+
 def table(results_dir: Path) -> str:
-    """The markdown results table, one row per run."""
+    """The markdown results table: one row per run, a mean ± std row per env with several seeds, and a row with
+    the paper's figures for each paper env without a run."""
     header = (
         "| env | seed | env steps reached | return at 50k | paper MBPO at 50k | return at 100k | paper MBPO at 100k "
         "| return at the last step | wall h | precision | hardware |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for name, meta, curve in load_runs(results_dir):
-        env_id, last = meta["env_id"], curve[-1][0]
-        cells = [f"[{env_id}]({name})", str(meta["seed"]), f"{last:,}"]
-        for step in REFERENCE_STEPS:
-            cells += [_fmt(return_at(curve, step)), paper_at(env_id, step)]
-        cells += [_fmt(return_at(curve, last, last_window(last))), f"{curve[-1][2] / 3600:.1f}",
-                  str(meta["precision"]), meta["hardware"]]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+    runs = load_runs(results_dir)
+    by_env: dict[str, list] = {}
+    for run in runs:
+        by_env.setdefault(run[1]["env_id"], []).append(run)
+    for name in PAPER_MBPO_RETURNS:
+        if not any(env_id.split("-")[0] == name for env_id in by_env):
+            by_env[f"{name}-{PAPER_ENV_VERSION}"] = []
+    for env_id in sorted(by_env):
+        if not by_env[env_id]:
+            cells = [env_id, "—", "no run yet"]
+            for step in REFERENCE_STEPS:
+                cells += ["—", paper_at(env_id, step)]
+            lines.append("| " + " | ".join(cells + ["—"] * 4) + " |")
+            continue
+        for name, meta, curve in by_env[env_id]:
+            last = curve[-1][0]
+            cells = [f"[{env_id}]({name})", str(meta["seed"]), f"{last:,}"]
+            for step in REFERENCE_STEPS:
+                cells += [_fmt(return_at(curve, step)), paper_at(env_id, step)]
+            cells += [_fmt(return_at(curve, last, last_window(last))), f"{curve[-1][2] / 3600:.1f}",
+                      str(meta["precision"]), meta["hardware"]]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        if len(by_env[env_id]) > 1:
+            lines.append(_seeds_row(env_id, by_env[env_id]))
     return "\n".join(lines)
 
 

@@ -233,9 +233,11 @@ def test_lightning_hooks_once_per_call_by_default_every_step_on_request_same_res
     default, every = runs[False], runs[True]
     assert default["training_steps"] == every["training_steps"] > 0 and default["fits"] == every["fits"] == 4
     assert default["hooks"] == default["after_backward"] == default["training_steps"] + default["fits"]
-    assert every["hooks"] == every["after_backward"] == every["training_steps"] * updates_per_step + every[
-        "ensemble_steps"
-    ]
+    assert (
+        every["hooks"]
+        == every["after_backward"]
+        == every["training_steps"] * updates_per_step + every["ensemble_steps"]
+    )
     assert every["ensemble_steps"] > every["fits"]
     torch.testing.assert_close(params[0], params[1], rtol=0, atol=0)
 

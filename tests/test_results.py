@@ -36,7 +36,7 @@ def test_export_table_and_plot_from_a_real_run(logdir, tmp_path):
     }  # fmt: skip
 
     markdown = table(results)
-    row = markdown.splitlines()[2]
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| [InvertedPendulum")]
     assert row.startswith("| [InvertedPendulum-v5](invertedpendulum_seed0.csv) | 0 | 300 | — |")
     last = read_curve(path)[-1][1]
     assert f"| {last:,.0f} | 0.0 |" in row  # a 300-step run: the last fifth (60 steps) holds the last evaluation
@@ -58,3 +58,33 @@ def test_committed_readme_table_is_generated_from_the_committed_csvs():
     block = readme.split("<!-- results-table -->\n", 1)[1].split("\n<!-- /results-table -->", 1)[0]
     expected = table(root / "docs" / "results").replace("](", "](docs/results/")
     assert block == expected
+
+
+def _write_run(results: Path, name: str, env_id: str, seed: int, curve: list[tuple[int, float]]) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    with (results / name).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["env_steps", "eval_return", "wall_s"])
+        writer.writerows((step, ret, step / 10) for step, ret in curve)
+    manifest_path = results / "runs.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest[name] = {"env_id": env_id, "seed": seed, "precision": "32-true", "hardware": "test machine"}
+    manifest_path.write_text(yaml.safe_dump(manifest))
+
+
+def test_table_summarises_seeds_and_lists_paper_envs_without_a_run(tmp_path):
+    results = tmp_path / "results"
+    flat = lambda value, last: [(step, value) for step in range(1000, last + 1, 1000)]  # noqa: E731
+    _write_run(results, "hopper_seed0.csv", "Hopper-v5", 0, flat(1000.0, 100_000))
+    _write_run(results, "hopper_seed1.csv", "Hopper-v5", 1, flat(2000.0, 60_000))
+    _write_run(results, "hopper_seed2.csv", "Hopper-v5", 2, flat(3000.0, 50_000))
+    lines = table(results).splitlines()
+    envs = [line.split(" | ")[0].lstrip("| ") for line in lines[2:]]
+    assert envs == ["Ant-v5", "HalfCheetah-v5", "[Hopper-v5](hopper_seed0.csv)", "[Hopper-v5](hopper_seed1.csv)",
+                    "[Hopper-v5](hopper_seed2.csv)", "Hopper-v5: 3 seeds", "Humanoid-v5", "Walker2d-v5"]  # fmt: skip
+    seeds = lines[2 + envs.index("Hopper-v5: 3 seeds")].split(" | ")
+    # all three reached 50k: mean 2000, sample std 1000; only seed 0 reached 100k
+    assert seeds[1:5] == ["0, 1, 2", "50,000 (least)", "2,000 ± 1,000", "1,702 ± 799"]
+    assert seeds[5] == "1,000 (n = 1)" and seeds[7] == "2,000 ± 1,000"
+    ant = lines[2].split(" | ")
+    assert ant[1:7] == ["—", "no run yet", "—", "782 ± 229", "—", "1,453 ± 876"]
