@@ -135,19 +135,37 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):,.0f} ± {statistics.stdev(values):,.0f}"
 
 
-def _seeds_row(env_id: str, runs: list[tuple[str, dict, list[tuple[int, float, float]]]]) -> str:
+def _last_return(curve: list[tuple[int, float, float]]) -> float | None:
+    return return_at(curve, curve[-1][0], last_window(curve[-1][0]))
+
+
+def _by_env(runs: list[tuple[str, dict, list[tuple[int, float, float]]]]) -> dict[str, list]:
+    """The runs of :func:`load_runs` grouped by env id, in their order."""
+    grouped: dict[str, list] = {}
+    for run in runs:
+        grouped.setdefault(run[1]["env_id"], []).append(run)
+    return grouped
+
+
+def _row(env_id: str, head: list[str], at_steps: list[str], tail: list[str]) -> str:
+    """A table row: ``head`` (env, seed, steps reached), each reference step's return beside the paper's, ``tail``."""
+    cells = list(head)
+    for step, value in zip(REFERENCE_STEPS, at_steps):
+        cells += [value, paper_at(env_id, step)]
+    return "| " + " | ".join(cells + tail) + " |"
+
+
+def _seeds_row(env_id: str, curves: list[list[tuple[int, float, float]]], seeds: list) -> str:
     """The row of an env run with several seeds: mean ± std over the seeds that reached each step (``n`` of them
     when not all did)."""
-    curves = [curve for _, _, curve in runs]
-    cells = [f"{env_id}: {len(runs)} seeds", ", ".join(str(meta["seed"]) for _, meta, _ in runs),
-             f"{min(curve[-1][0] for curve in curves):,} (least)"]  # fmt: skip
+    at_steps = []
     for step in REFERENCE_STEPS:
         reached = [value for value in (return_at(curve, step) for curve in curves) if value is not None]
         note = f" (n = {len(reached)})" if 0 < len(reached) < len(curves) else ""
-        cells += [(_mean_std(reached) + note) if reached else "—", paper_at(env_id, step)]
-    last = [return_at(curve, curve[-1][0], last_window(curve[-1][0])) for curve in curves]
-    cells += [_mean_std(last), "—", "—", "—"]
-    return "| " + " | ".join(cells) + " |"
+        at_steps.append((_mean_std(reached) + note) if reached else "—")
+    head = [f"{env_id}: {len(curves)} seeds", ", ".join(map(str, seeds)),
+            f"{min(curve[-1][0] for curve in curves):,} (least)"]  # fmt: skip
+    return _row(env_id, head, at_steps, [_mean_std([_last_return(curve) for curve in curves])] + ["—"] * 3)
 
 
 def table(results_dir: Path) -> str:
@@ -158,30 +176,20 @@ def table(results_dir: Path) -> str:
         "| return at the last step | wall h | precision | hardware |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    runs = load_runs(results_dir)
-    by_env: dict[str, list] = {}
-    for run in runs:
-        by_env.setdefault(run[1]["env_id"], []).append(run)
+    by_env = _by_env(load_runs(results_dir))
     for name in PAPER_MBPO_RETURNS:
         if not any(env_id.split("-")[0] == name for env_id in by_env):
             by_env[f"{name}-{PAPER_ENV_VERSION}"] = []
     for env_id in sorted(by_env):
-        if not by_env[env_id]:
-            cells = [env_id, "—", "no run yet"]
-            for step in REFERENCE_STEPS:
-                cells += ["—", paper_at(env_id, step)]
-            lines.append("| " + " | ".join(cells + ["—"] * 4) + " |")
-            continue
-        for name, meta, curve in by_env[env_id]:
-            last = curve[-1][0]
-            cells = [f"[{env_id}]({name})", str(meta["seed"]), f"{last:,}"]
-            for step in REFERENCE_STEPS:
-                cells += [_fmt(return_at(curve, step)), paper_at(env_id, step)]
-            cells += [_fmt(return_at(curve, last, last_window(last))), f"{curve[-1][2] / 3600:.1f}",
-                      str(meta["precision"]), meta["hardware"]]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
-        if len(by_env[env_id]) > 1:
-            lines.append(_seeds_row(env_id, by_env[env_id]))
+        runs = by_env[env_id]
+        if not runs:
+            lines.append(_row(env_id, [env_id, "—", "no run yet"], ["—"] * len(REFERENCE_STEPS), ["—"] * 4))
+        for name, meta, curve in runs:
+            at_steps = [_fmt(return_at(curve, step)) for step in REFERENCE_STEPS]
+            tail = [_fmt(_last_return(curve)), f"{curve[-1][2] / 3600:.1f}", str(meta["precision"]), meta["hardware"]]
+            lines.append(_row(env_id, [f"[{env_id}]({name})", str(meta["seed"]), f"{curve[-1][0]:,}"], at_steps, tail))
+        if len(runs) > 1:
+            lines.append(_seeds_row(env_id, [curve for *_, curve in runs], [meta["seed"] for _, meta, _ in runs]))
     return "\n".join(lines)
 
 
@@ -199,11 +207,9 @@ def write_table(results_dir: Path, target: Path) -> None:
 
 def plot(results_dir: Path, output_dir: Path) -> list[Path]:
     """One PNG per env: every seed's curve and the paper's MBPO band where known."""
-    by_env: dict[str, list[tuple[str, list[tuple[int, float]]]]] = {}
-    for _, meta, curve in load_runs(results_dir):
-        by_env.setdefault(meta["env_id"], []).append((f"seed {meta['seed']}", [(s, r) for s, r, _ in curve]))
     written = []
-    for env_id, curves in by_env.items():
+    for env_id, runs in _by_env(load_runs(results_dir)).items():
+        curves = [(f"seed {meta['seed']}", [(s, r) for s, r, _ in curve]) for _, meta, curve in runs]
         slug = env_id.split("-")[0].lower()
         written.append(draw_curves({env_id: curves}, output_dir / f"{slug}.png"))
     return written
