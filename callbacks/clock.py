@@ -1,12 +1,47 @@
-"""``RunClock``: where the wall time of each training epoch goes, as the ``time/`` metrics."""
+"""``RunClock``: where the wall time of each training epoch goes, as the ``time/`` metrics.
+
+Time the process spends suspended by ``SIGTSTP`` (Ctrl-Z in a terminal, ``kill -TSTP PID``; continue with ``fg`` or
+``kill -CONT PID``) is left out of every figure, so pausing a run does not inflate its timings or the results' wall
+hours. A ``SIGSTOP`` cannot be seen by the process: time stopped that way is counted.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+_suspended_s = 0.0  # seconds this process spent suspended by SIGTSTP, since it started watching
+
+
+def _suspend(signum: int, frame: object) -> None:
+    """SIGTSTP handler: stop this process until SIGCONT and count the stopped time. SIGSTOP rather than the default
+    action of SIGTSTP, which Linux discards for a process whose group has no controlling shell (e.g. under nohup)."""
+    global _suspended_s
+    start = time.perf_counter()
+    os.kill(os.getpid(), signal.SIGSTOP)  # returns once the process is continued
+    _suspended_s += time.perf_counter() - start
+
+
+def watch_suspensions() -> bool:
+    """Count SIGTSTP suspensions from now on (once per process; only from the main thread, and only where SIGTSTP
+    still has its default action, so a handler set by someone else is kept). Whether the handler is in place."""
+    tstp = getattr(signal, "SIGTSTP", None)
+    if tstp is None or threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(tstp) == signal.SIG_DFL:
+        signal.signal(tstp, _suspend)
+    return signal.getsignal(tstp) is _suspend
+
+
+def suspended_seconds() -> float:
+    """Seconds this process has spent suspended by SIGTSTP since :func:`watch_suspensions`."""
+    return _suspended_s
 
 
 class RunClock:
@@ -14,17 +49,21 @@ class RunClock:
 
     On a GPU, queued work is waited for at each boundary, so each part is charged its own GPU time (the SAC updates
     are launched asynchronously and would otherwise be billed to the next operation that waits for the GPU).
+    Suspensions by SIGTSTP are not counted (module docstring).
     """
 
     def __init__(self, device: torch.device | None = None) -> None:
         self.device = device or torch.device("cpu")
+        watch_suspensions()
         self.parts: dict[str, float] = {}
         self.epoch_start = self.now()
+        self.epoch_suspended_start = suspended_seconds()
 
     def now(self) -> float:
+        """Seconds on a monotonic clock that stands still while the process is suspended."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return time.perf_counter() - suspended_seconds()
 
     @contextmanager
     def timed(self, part: str) -> Iterator[None]:
@@ -40,12 +79,14 @@ class RunClock:
     def start_epoch(self) -> None:
         """Start timing a new epoch: its start time, no parts yet."""
         self.epoch_start = self.now()
+        self.epoch_suspended_start = suspended_seconds()
         self.reset()
 
     def epoch_metrics(self, env_steps: int, sac_updates: int) -> dict[str, float]:
         """The ``time/`` metrics of the epoch since :meth:`start_epoch`, which took ``env_steps`` env steps and
         ``sac_updates`` SAC updates: its wall seconds, each part's seconds, and the SAC updates' share (the
-        rest: the Trainer's training steps) with the rates both give."""
+        rest: the Trainer's training steps) with the rates both give; and the seconds it was suspended, which
+        none of the others include."""
         elapsed = self.now() - self.epoch_start
         sac_seconds = max(elapsed - sum(self.parts.values()), 1e-9)
         return {
@@ -53,5 +94,6 @@ class RunClock:
             "time/sac_updates_per_s": sac_updates / sac_seconds,
             "time/epoch_s": elapsed,
             "time/sac_s": sac_seconds,
+            "time/suspended_s": suspended_seconds() - self.epoch_suspended_start,
             **{f"time/{key}_s": value for key, value in self.parts.items()},
         }

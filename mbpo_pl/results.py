@@ -6,10 +6,10 @@
 
 ``export`` reads the TensorBoard logs of one run (several folders when a run was resumed into new ones) and writes
 ``env_steps,eval_return,wall_s`` (``wall_s``: training wall seconds up to that evaluation, from ``time/epoch_s``,
-so pauses between processes are not counted), and records the run's env, seed, precision and hardware in
-``runs.yaml`` beside the CSV. ``table`` prints the markdown table (``--write`` replaces the block between
-``<!-- results-table -->`` and ``<!-- /results-table -->`` in a file); ``plot`` draws one figure per env with the
-paper's MBPO band.
+so pauses between processes and suspensions by SIGTSTP are not counted), and records the run's env, seed,
+precision and hardware in ``runs.yaml`` beside the CSV. ``table`` prints the markdown table (``--write`` replaces
+the block between ``<!-- results-table -->`` and ``<!-- /results-table -->`` in a file); ``plot`` draws one figure
+per env with the paper's MBPO band.
 """
 
 from __future__ import annotations
