@@ -28,15 +28,13 @@ def _suspend(signum: int, frame: object) -> None:
     _suspended_s += time.perf_counter() - start
 
 
-def watch_suspensions() -> bool:
+def watch_suspensions() -> None:
     """Count SIGTSTP suspensions from now on (once per process; only from the main thread, and only where SIGTSTP
-    still has its default action, so a handler set by someone else is kept). Whether the handler is in place."""
+    still has its default action, so a handler set by someone else is kept)."""
     tstp = getattr(signal, "SIGTSTP", None)
-    if tstp is None or threading.current_thread() is not threading.main_thread():
-        return False
-    if signal.getsignal(tstp) == signal.SIG_DFL:
-        signal.signal(tstp, _suspend)
-    return signal.getsignal(tstp) is _suspend
+    if tstp is not None and threading.current_thread() is threading.main_thread():
+        if signal.getsignal(tstp) == signal.SIG_DFL:
+            signal.signal(tstp, _suspend)
 
 
 def suspended_seconds() -> float:
