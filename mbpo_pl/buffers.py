@@ -3,6 +3,7 @@ memory-mapped files, and their exact state (filled part, writer cursor, sampling
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayB
 
 from mbpo_pl.errors import ConfigError
 from mbpo_pl.utils import seeded_generator
+
+# A save's folder is named by its token: numbers joined by "-" (the buffers' write counts, see MBPODataModule).
+_SAVE_NAME = re.compile(r"\d+(-\d+)+")
 
 
 def make_replay_buffer(
@@ -55,29 +59,48 @@ def restore_buffer(state: dict, device: torch.device) -> tuple[TensorDictReplayB
     return buffer, generator
 
 
-def dump_buffer(name: str, buffer: TensorDictReplayBuffer, generator: torch.Generator, dump_dir: Path, token: str
-                ) -> dict:  # fmt: skip
-    """A memory-mapped buffer's checkpoint: TorchRL writes it as memory-mapped files in ``dump_dir`` (replacing the
-    previous save there), marked with ``token``; the returned state refers to them."""
-    shutil.rmtree(dump_dir, ignore_errors=True)
-    dump_dir.parent.mkdir(parents=True, exist_ok=True)
-    buffer.dumps(dump_dir)
-    (dump_dir / "checkpoint_token").write_text(token)
+def dump_buffer(name: str, buffer: TensorDictReplayBuffer, generator: torch.Generator, dump_root: Path, token: str,
+                keep: str | None) -> dict:  # fmt: skip
+    """A memory-mapped buffer's checkpoint: TorchRL writes it as memory-mapped files in ``dump_root/token``, marked
+    complete by a ``checkpoint_token`` file written last; the returned state refers to them.
+
+    The save ``keep`` (the one the newest checkpoint file refers to until this save's file is written) stays on
+    disk, so a process killed in the middle of this save still resumes from the previous checkpoint; every other
+    save in ``dump_root`` is removed once this one is complete.
+    """
+    target = dump_root / token
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    buffer.dumps(target)
+    (target / "checkpoint_token").write_text(token)
+    legacy_token = _read_token(dump_root)  # a save written straight into dump_root by older versions of this code
+    for entry in dump_root.iterdir():
+        is_save = _SAVE_NAME.fullmatch(entry.name) is not None
+        if (entry.name in (token, keep)) if is_save else (legacy_token == keep):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     return {"dumped": name, "token": token, "capacity": buffer.storage.max_size, "rng": generator.get_state()}
 
 
-def load_dumped_buffer(state: dict, dump_dir: Path, device: torch.device, memmap_dir: Path | None
+def _read_token(folder: Path) -> str | None:
+    token_file = folder / "checkpoint_token"
+    return token_file.read_text() if token_file.is_file() else None
+
+
+def load_dumped_buffer(state: dict, dump_root: Path, device: torch.device, memmap_dir: Path | None
                        ) -> tuple[TensorDictReplayBuffer, torch.Generator]:  # fmt: skip
     """Rebuild a buffer saved by :func:`dump_buffer` into fresh memory-mapped storage at ``memmap_dir``; refuses
-    files of another save (the token differs) with the way out."""
-    token_file = dump_dir / "checkpoint_token"
-    found = token_file.read_text() if token_file.is_file() else None
-    if found != state["token"]:
+    a save that is no longer on disk, with the way out."""
+    token = state["token"]
+    dump_dir = next((d for d in (dump_root / token, dump_root) if _read_token(d) == token), None)
+    if dump_dir is None:
         raise ConfigError(
-            f"The memory-mapped {state['dumped']} buffer for this checkpoint is not in {dump_dir} (found the buffers "
-            f"of {'another save' if found else 'no save'}). With data.buffer_storage=memmap only the latest "
-            "checkpoint's buffers are kept on disk: resume from the latest checkpoint (--ckpt_path last) "
-            "with the same data.buffer_dir."
+            f"The memory-mapped {state['dumped']} buffer for this checkpoint (save {token}) is not in {dump_root}. "
+            "With data.buffer_storage=memmap only the latest two checkpoints' buffers are kept on disk: resume "
+            "from the latest checkpoint (--ckpt_path last) with the same data.buffer_dir."
         )
     buffer, generator = make_replay_buffer(state["capacity"], device, 0, memmap_dir)
     buffer.loads(dump_dir)

@@ -104,6 +104,12 @@ class MBPODataModule(LightningDataModule):
         self.real_buffer: TensorDictReplayBuffer | None = None
         self.model_buffer: TensorDictReplayBuffer | None = None
         self._generators: dict[str, torch.Generator] = {}
+        # memmap checkpoints: the token of the newest save (written or loaded), the one before it (kept on disk
+        # until a newer checkpoint file exists), and the newest save's states (a second checkpoint file of the same
+        # moment, such as last.ckpt beside epoch=N.ckpt, refers to the same files instead of writing them again).
+        self._saved_token: str | None = None
+        self._kept_token: str | None = None
+        self._saved_states: dict[str, dict] = {}
         self._device = torch.device("cpu")
         self._rank = 0
         self.seed = 0
@@ -208,15 +214,22 @@ class MBPODataModule(LightningDataModule):
             )
 
     def _checkpoint_token(self) -> str:
-        """Identifies the buffers' state at a save, identically on every rank (sizes only grow)."""
-        counts = [b.write_count if b is not None else 0 for b in (self.real_buffer, self.model_buffer)]
-        return "-".join(map(str, counts))
+        """Identifies the buffers' contents at a save, identically on every rank: their write counts (sizes only
+        grow) and the model buffer's capacity (a resized buffer holds fewer transitions)."""
+        model = self.model_buffer
+        counts = [b.write_count if b is not None else 0 for b in (self.real_buffer, model)]
+        return "-".join(map(str, [*counts, model.storage.max_size if model is not None else 0]))
 
     def _save_buffer(self, name: str, buffer: TensorDictReplayBuffer, token: str) -> dict:
         if self.buffer_storage == "memory":
             return buffer_state(buffer, self._generators[name])
-        # memmap: only the latest checkpoint's copy is kept on disk (each save replaces it).
-        return dump_buffer(name, buffer, self._generators[name], self._dump_dir(name), token)
+        if token != self._saved_token:
+            self._kept_token, self._saved_token, self._saved_states = self._saved_token, token, {}
+        if name not in self._saved_states:
+            self._saved_states[name] = dump_buffer(
+                name, buffer, self._generators[name], self._dump_dir(name), token, keep=self._kept_token
+            )
+        return {**self._saved_states[name], "rng": self._generators[name].get_state()}
 
     def _load_buffer(self, name: str, state: dict) -> None:
         if "dumped" not in state:
@@ -224,6 +237,7 @@ class MBPODataModule(LightningDataModule):
         else:
             label = name if name == "real" else f"model-{state['capacity']}"
             buffer, generator = load_dumped_buffer(state, self._dump_dir(name), self._device, self._memmap_dir(label))
+            self._saved_token, self._kept_token, self._saved_states = state["token"], None, {}
         if name == "real":
             self.real_buffer = buffer
         else:

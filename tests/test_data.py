@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from mbpo_pl.buffers import dump_buffer, load_dumped_buffer
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.rollout import make_transitions
 
@@ -75,3 +76,66 @@ def test_discrete_and_unknown_envs_are_refused():
         MBPODataModule("CartPole-v1")
     with pytest.raises(ValueError, match="Did you mean: Hopper-v5"):
         MBPODataModule("Hoper-v5")
+
+
+def _memmap_datamodule(buffer_dir):
+    return MBPODataModule(
+        "InvertedPendulum-v5", updates_per_step=3, batch_size=40, real_buffer_size=1000, buffer_storage="memmap",
+        buffer_dir=str(buffer_dir),
+    )  # fmt: skip
+
+
+def _filled_memmap_datamodule(buffer_dir):
+    dm = _memmap_datamodule(buffer_dir)
+    dm.setup("fit")
+    dm.add_real(_transitions(100, reward_value=1.0))
+    dm.resize_model_buffer(500)
+    dm.add_model(_transitions(300, reward_value=0.0))
+    return dm
+
+
+def test_memmap_save_cut_off_before_its_checkpoint_file_leaves_the_previous_checkpoint_resumable(tmp_path):
+    dm = _filled_memmap_datamodule(tmp_path / "buffers")
+    written = dm.state_dict()  # a checkpoint file holds this
+    saved_real = dm.real_transitions()["observation"].clone()
+    dm.add_real(_transitions(10, reward_value=2.0, start=100))
+    dm.state_dict()  # the next save: its buffers are on disk, then the process dies before its checkpoint file
+    resumed = _memmap_datamodule(tmp_path / "buffers")  # a new process, the same run folder
+    resumed.load_state_dict(written)
+    assert len(resumed.real_buffer) == 100 and len(resumed.model_buffer) == 300
+    torch.testing.assert_close(resumed.real_transitions()["observation"], saved_real, rtol=0, atol=0)
+
+
+def test_memmap_saves_keep_the_latest_two_and_write_each_moment_once(tmp_path, monkeypatch):
+    import mbpo_pl.data
+
+    dumps = []
+    monkeypatch.setattr(mbpo_pl.data, "dump_buffer", lambda *a, **k: dumps.append(a[0]) or dump_buffer(*a, **k))
+    dm = _filled_memmap_datamodule(tmp_path / "buffers")
+    oldest = dm.state_dict()
+    for start in (100, 110):
+        dm.add_real(_transitions(10, reward_value=2.0, start=start))
+        first, second = dm.state_dict(), dm.state_dict()  # e.g. epoch=N.ckpt and last.ckpt of one moment
+        assert first["real"]["token"] == second["real"]["token"]
+    assert dumps == ["real", "model"] * 3  # the second save of a moment refers to the first one's files
+    saves = sorted(p.name for p in (tmp_path / "buffers" / "rank0" / "checkpoint" / "real").iterdir())
+    assert saves == sorted([first["real"]["token"], "110-300-500"])
+    with pytest.raises(ValueError, match="only the latest two"):
+        _memmap_datamodule(tmp_path / "buffers").load_state_dict(oldest)
+
+
+def test_memmap_save_of_the_older_flat_layout_loads_and_is_removed_two_saves_later(tmp_path):
+    dm = _filled_memmap_datamodule(tmp_path / "buffers")
+    root = tmp_path / "flat"
+    dm.real_buffer.dumps(root)  # how older versions saved: straight into the buffer's checkpoint folder
+    (root / "checkpoint_token").write_text("100-0")
+    flat = {"dumped": "real", "token": "100-0", "capacity": 1000, "rng": torch.Generator().get_state()}
+    buffer, _ = load_dumped_buffer(flat, root, torch.device("cpu"), tmp_path / "live")
+    torch.testing.assert_close(buffer.storage[torch.arange(100)]["observation"], dm.real_transitions()["observation"])
+    generator = torch.Generator()
+    dump_buffer("real", dm.real_buffer, generator, root, "100-300-500", keep="100-0")
+    assert len(load_dumped_buffer(flat, root, torch.device("cpu"), tmp_path / "live2")[0]) == 100  # still there
+    dump_buffer("real", dm.real_buffer, generator, root, "101-300-500", keep="100-300-500")
+    assert sorted(p.name for p in root.iterdir()) == ["100-300-500", "101-300-500"]
+    with pytest.raises(ValueError, match="only the latest two"):
+        load_dumped_buffer(flat, root, torch.device("cpu"), tmp_path / "live3")
