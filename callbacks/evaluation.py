@@ -11,12 +11,16 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from callbacks.env_loop import find_loop
-from mbpo_pl.envs import make_env, run_episode
+from mbpo_pl.envs import Episode, make_env, run_episode
 from mbpo_pl.errors import ConfigError, require_positive
 
 
 class Evaluation(Callback):
     """Runs ``num_episodes`` episodes with the mean action every ``every_n_env_steps`` real env steps (rank 0).
+
+    Logs ``eval/return`` (mean, with ``_std``, ``_min``, ``_max``), ``eval/episode_length`` and, for each reward
+    term the env reports in its ``info`` (MuJoCo v5 envs: ``reward_forward``, ``reward_ctrl``, ...), the mean
+    episode sum as ``eval/<term>``.
 
     Evaluation happens after the SAC updates that follow the env step reaching each multiple of the period.
 
@@ -97,11 +101,10 @@ class Evaluation(Callback):
             elif isinstance(logger, WandbLogger):
                 logger.log_video("eval/video", [frames], step=env_steps, fps=[self.video_fps])
 
-    def evaluate(self, pl_module: LightningModule) -> tuple[np.ndarray, np.ndarray]:
-        """Returns and lengths of ``num_episodes`` deterministic episodes."""
+    def evaluate(self, pl_module: LightningModule) -> list[Episode]:
+        """``num_episodes`` deterministic episodes."""
         policy = self._policy(pl_module)
-        episodes = [run_episode(self.env, policy, seed=self.seed + i) for i in range(self.num_episodes)]
-        return np.array([e.total_return for e in episodes]), np.array([e.length for e in episodes])
+        return [run_episode(self.env, policy, seed=self.seed + i) for i in range(self.num_episodes)]
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -113,7 +116,10 @@ class Evaluation(Callback):
         if self.history and self.history[-1][0] == loop.env_steps:
             return
         with loop.clock.timed("eval"):
-            returns, lengths = self.evaluate(pl_module)
+            episodes = self.evaluate(pl_module)
+            returns, lengths = np.array([e.total_return for e in episodes]), np.array([e.length for e in episodes])
+            terms = {f"eval/{term}": float(np.mean([e.reward_terms.get(term, 0.0) for e in episodes]))
+                     for term in episodes[0].reward_terms}  # fmt: skip
             self.last_return = float(returns.mean())
             self.history.append((loop.env_steps, self.last_return))
             if self.video_env is not None and loop.env_steps % self.video_every_n_env_steps < loop.world_size:
@@ -125,6 +131,7 @@ class Evaluation(Callback):
                     "eval/return_min": float(returns.min()),
                     "eval/return_max": float(returns.max()),
                     "eval/episode_length": float(lengths.mean()),
+                    **terms,
                 },
                 loop.env_steps,
             )

@@ -3,6 +3,10 @@ went, per block of env steps.
 
 ``python -m mbpo_pl report logs/Hopper-v5/version_0 [logs/Hopper-v5/version_1 ...] [--block 5000]``
 
+The evaluation curve shows, beside the return, the episode sum of each reward term the env reports
+(``reward_forward``, ``reward_ctrl``, ``reward_survive``, ...): a return made of the survival bonus alone is a
+policy that stands still.
+
 The health table holds what to look at when a run falls behind the paper: the model's holdout MSE (elites) and
 training epochs, SAC's Q values, temperature and critic loss, the rollout length, the fraction of model rollouts
 that terminated before the last step, the model transitions dropped as non-finite and the trusted horizon.
@@ -94,9 +98,12 @@ def _cell(value: float | None) -> str:
 def print_run(run_dir: str | Path, block: int) -> None:
     scalars = load_scalars(run_dir)
     print(f"== {run_dir}")
-    print("env_steps  eval/return")
+    terms = sorted(tag for tag in scalars if tag.startswith("eval/reward_"))  # the env's reward terms, if any
+    term_values = [dict(scalars[tag]) for tag in terms]
+    print("env_steps  eval/return" + "".join(f"{tag.removeprefix('eval/'):>16}" for tag in terms))
     for step, value in scalars.get("eval/return", []):
-        print(f"{step:9d}  {value:10.1f}")
+        cells = "".join(f"{values[step]:16.1f}" if step in values else f"{'-':>16}" for values in term_values)
+        print(f"{step:9d}  {value:11.1f}{cells}")
     rows = health(scalars, block)
     if rows:
         print(f"\nhealth per {block} env steps (means; k: last; nonfinite: sum)")

@@ -162,6 +162,7 @@ def test_plot_and_report_commands(logdir, tmp_path, capsys):
     report_main([str(run_dir), "--block", "100"])
     out = capsys.readouterr().out
     assert "eval/return" in out and "wall seconds per 1000 env steps" in out
+    assert "reward_survive" in out  # InvertedPendulum-v5 reports its one reward term; the report shows it
     with pytest.raises(SystemExit, match="no eval/return"):
         plot_main([str(tmp_path), "-o", str(output)])
 

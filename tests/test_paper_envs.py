@@ -42,3 +42,17 @@ def test_configs_whose_model_buffer_reaches_gigabytes_keep_it_memory_mapped(name
     row_bytes = 4 * (2 * data.obs_dim + data.act_dim + 1) + 2  # obs, action, next obs, reward; two flags
     gigabytes = capacity * row_bytes / 2**30
     assert (data.buffer_storage == "memmap") == (gigabytes > 2), f"{name}: model buffer {gigabytes:.1f} GiB"
+
+
+def test_episode_reward_terms_add_up_to_the_return():
+    import numpy as np
+
+    from mbpo_pl.envs import run_episode
+
+    env = make_env("Hopper-v5")
+    rng = np.random.default_rng(0)
+    episode = run_episode(env, lambda obs: rng.uniform(-1, 1, env.action_space.shape), seed=0)
+    assert set(episode.reward_terms) == {"reward_forward", "reward_ctrl", "reward_survive"}
+    assert sum(episode.reward_terms.values()) == pytest.approx(episode.total_return, rel=1e-5, abs=1e-6)
+    assert episode.reward_terms["reward_survive"] in (episode.length - 1, episode.length)  # 1 per healthy step
+    assert run_episode(make_env("Pendulum-v1"), lambda obs: np.zeros(1), seed=0).reward_terms == {}
