@@ -38,8 +38,9 @@ def test_export_table_and_plot_from_a_real_run(logdir, tmp_path):
     markdown = table(results)
     (row,) = [line for line in markdown.splitlines() if line.startswith("| [InvertedPendulum")]
     assert row.startswith("| [InvertedPendulum-v5](invertedpendulum_seed0.csv) | 0 | 300 | — |")
-    last = read_curve(path)[-1][1]
-    assert f"| {last:,.0f} | 0.0 |" in row  # a 300-step run: the last fifth (60 steps) holds the last evaluation
+    _, last, wall_s = read_curve(path)[-1]
+    # a 300-step run: the last fifth (60 steps) holds the last evaluation; wall hours from the CSV's last wall_s
+    assert f"| {last:,.0f} | {wall_s / 3600:.1f} |" in row
 
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results-table -->\nstale\n<!-- /results-table -->\nend\n")
