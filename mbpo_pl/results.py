@@ -40,6 +40,20 @@ REFERENCE_STEPS = (50_000, 100_000)
 PAPER_ENV_VERSION = "v5"  # the Gymnasium version of our configs of the paper envs
 BEGIN, END = "<!-- results-table -->", "<!-- /results-table -->"
 
+# How our Gymnasium v5 configs differ from the v2 envs the paper ran, in the table's words; each config's header
+# (conf/<env>.yaml) gives the details and the Gymnasium changelog they come from.
+V2_DIFFERENCES = {
+    "HalfCheetah": "none",
+    "Hopper": "no healthy reward on the falling step (1 less per fall)",
+    "Walker2d": "v2's feet loaded; no healthy reward on the falling step (1 less per fall)",
+    "Ant": "no healthy reward on the falling step (1 less per fall); MuJoCo 3 contacts, so only approximately",
+    "Humanoid": "no healthy reward on the falling step (5 less per fall); MuJoCo 3 contacts and a revised model, "
+    "so only approximately",
+    "InvertedPendulum": "no reward on the failing step (1 less per failure)",
+    "InvertedDoublePendulum": "no healthy reward on the failing step; 9-dim observation (v2: 11, two always 0)",
+    "Pendulum": "not a paper env",
+}
+
 
 def eval_curve(run_dirs: list[Path]) -> list[tuple[int, float, float]]:
     """``[(env_steps, eval_return, wall_s)]`` of one run from its TensorBoard folders, in env-step order (a step
@@ -105,15 +119,31 @@ def return_at(curve: list[tuple[int, float, float]], step: int, window: int = WI
     return statistics.fmean(window) if window else None
 
 
-def paper_at(env_id: str, step: int) -> str:
+def _paper_figure(env_id: str, step: int) -> tuple[float, float] | None:
+    """The paper's MBPO ``(mean, std)`` for ``env_id`` at ``step``, if it reports one."""
     for ref_step, mean, std in PAPER_MBPO_RETURNS.get(env_id.split("-")[0], []):
         if ref_step == step:
-            return f"{mean:,.0f} ± {std:,.0f}"
-    return "—"
+            return mean, std
+    return None
+
+
+def paper_at(env_id: str, step: int) -> str:
+    figure = _paper_figure(env_id, step)
+    return "—" if figure is None else f"{figure[0]:,.0f} ± {figure[1]:,.0f}"
 
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
+
+
+def _against_paper(value: float | None, env_id: str, step: int) -> str:
+    """``value`` formatted with its distance from the paper's mean in the paper's standard deviations, e.g.
+    ``1,240 (+2.0 σ)``: below -1 σ is under the paper's band, above +1 σ over it."""
+    figure = _paper_figure(env_id, step)
+    if value is None or figure is None:
+        return _fmt(value)
+    mean, std = figure
+    return f"{value:,.0f} ({(value - mean) / std:+.1f} σ)"
 
 
 def load_runs(results_dir: Path) -> list[tuple[str, dict, list[tuple[int, float, float]]]]:
@@ -148,11 +178,12 @@ def _by_env(runs: list[tuple[str, dict, list[tuple[int, float, float]]]]) -> dic
 
 
 def _row(env_id: str, head: list[str], at_steps: list[str], tail: list[str]) -> str:
-    """A table row: ``head`` (env, seed, steps reached), each reference step's return beside the paper's, ``tail``."""
+    """A table row: ``head`` (env, seed, steps reached), each reference step's return beside the paper's, ``tail``,
+    and how the env differs from the paper's."""
     cells = list(head)
     for step, value in zip(REFERENCE_STEPS, at_steps):
         cells += [value, paper_at(env_id, step)]
-    return "| " + " | ".join(cells + tail) + " |"
+    return "| " + " | ".join(cells + tail + [V2_DIFFERENCES.get(env_id.split("-")[0], "—")]) + " |"
 
 
 def _seeds_row(env_id: str, curves: list[list[tuple[int, float, float]]], seeds: list) -> str:
@@ -161,8 +192,14 @@ def _seeds_row(env_id: str, curves: list[list[tuple[int, float, float]]], seeds:
     at_steps = []
     for step in REFERENCE_STEPS:
         reached = [value for value in (return_at(curve, step) for curve in curves) if value is not None]
-        note = f" (n = {len(reached)})" if 0 < len(reached) < len(curves) else ""
-        at_steps.append((_mean_std(reached) + note) if reached else "—")
+        if not reached:
+            at_steps.append("—")
+            continue
+        notes = [f"n = {len(reached)}"] if len(reached) < len(curves) else []
+        figure = _paper_figure(env_id, step)
+        if figure is not None:
+            notes.append(f"{(statistics.fmean(reached) - figure[0]) / figure[1]:+.1f} σ")
+        at_steps.append(_mean_std(reached) + (f" ({', '.join(notes)})" if notes else ""))
     head = [f"{env_id}: {len(curves)} seeds", ", ".join(map(str, seeds)),
             f"{min(curve[-1][0] for curve in curves):,} (least)"]  # fmt: skip
     return _row(env_id, head, at_steps, [_mean_std([_last_return(curve) for curve in curves])] + ["—"] * 3)
@@ -173,7 +210,7 @@ def table(results_dir: Path) -> str:
     the paper's figures for each paper env without a run."""
     header = (
         "| env | seed | env steps reached | return at 50k | paper MBPO at 50k | return at 100k | paper MBPO at 100k "
-        "| return at the last step | wall h | precision | hardware |"
+        "| return at the last step | wall h | precision | hardware | v5 vs the paper's v2 |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     by_env = _by_env(load_runs(results_dir))
@@ -185,7 +222,7 @@ def table(results_dir: Path) -> str:
         if not runs:
             lines.append(_row(env_id, [env_id, "—", "no run yet"], ["—"] * len(REFERENCE_STEPS), ["—"] * 4))
         for name, meta, curve in runs:
-            at_steps = [_fmt(return_at(curve, step)) for step in REFERENCE_STEPS]
+            at_steps = [_against_paper(return_at(curve, step), env_id, step) for step in REFERENCE_STEPS]
             tail = [_fmt(_last_return(curve)), f"{curve[-1][2] / 3600:.1f}", str(meta["precision"]), meta["hardware"]]
             lines.append(_row(env_id, [f"[{env_id}]({name})", str(meta["seed"]), f"{curve[-1][0]:,}"], at_steps, tail))
         if len(runs) > 1:

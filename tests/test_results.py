@@ -84,8 +84,15 @@ def test_table_summarises_seeds_and_lists_paper_envs_without_a_run(tmp_path):
     assert envs == ["Ant-v5", "HalfCheetah-v5", "[Hopper-v5](hopper_seed0.csv)", "[Hopper-v5](hopper_seed1.csv)",
                     "[Hopper-v5](hopper_seed2.csv)", "Hopper-v5: 3 seeds", "Humanoid-v5", "Walker2d-v5"]  # fmt: skip
     seeds = lines[2 + envs.index("Hopper-v5: 3 seeds")].split(" | ")
-    # all three reached 50k: mean 2000, sample std 1000; only seed 0 reached 100k
-    assert seeds[1:5] == ["0, 1, 2", "50,000 (least)", "2,000 ± 1,000", "1,702 ± 799"]
-    assert seeds[5] == "1,000 (n = 1)" and seeds[7] == "2,000 ± 1,000"
+    # all three reached 50k: mean 2000, sample std 1000, (2000 - 1702) / 799 = +0.4 paper σ; only seed 0 reached
+    # 100k: (1000 - 3315) / 334 = -6.9 σ
+    assert seeds[1:5] == ["0, 1, 2", "50,000 (least)", "2,000 ± 1,000 (+0.4 σ)", "1,702 ± 799"]
+    assert seeds[5] == "1,000 (n = 1, -6.9 σ)" and seeds[7] == "2,000 ± 1,000"
+    seed1 = lines[2 + envs.index("[Hopper-v5](hopper_seed1.csv)")].split(" | ")
+    assert seed1[3:7] == ["2,000 (+0.4 σ)", "1,702 ± 799", "—", "3,315 ± 334"]  # (2000 - 1702) / 799
     ant = lines[2].split(" | ")
     assert ant[1:7] == ["—", "no run yet", "—", "782 ± 229", "—", "1,453 ± 876"]
+    # the last column says how the v5 env differs from the paper's v2 env
+    assert lines[0].endswith("| v5 vs the paper's v2 |")
+    assert ant[-1].startswith("no healthy reward on the falling step (1 less per fall); MuJoCo 3 contacts")
+    assert lines[2 + envs.index("HalfCheetah-v5")].endswith("| none |")
