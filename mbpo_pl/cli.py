@@ -33,6 +33,11 @@ from mbpo_pl.errors import ConfigError
 from mbpo_pl.run_folders import resolve_checkpoint, run_loggers
 from mbpo_pl.system import MBPO
 
+DESCRIPTION = """MBPO (Janner et al. 2019) with PyTorch Lightning: `python -m mbpo_pl fit --config conf/hopper.yaml`
+trains, `--ckpt_path last` resumes. Tools for runs (each with --help): `python -m mbpo_pl report RUN` (evaluation
+curve, health, wall time), `plot RUN... -o curve.png`, `diagnose RUN_OR_CKPT` (how far the model can be trusted),
+`results export|table|plot` (committed curves and the README's table)."""
+
 
 def flatten(tree: object, prefix: str = "") -> dict[str, object]:
     """``{"a": {"b": 1}, "c": [2]} -> {"a.b": 1, "c.0": 2}`` (for loggers' flat hyperparameter tables)."""
@@ -185,7 +190,7 @@ def main(args: list[str] | None = None, run: bool = True) -> MBPOCLI:
         MBPODataModule,
         args=args,
         run=run,
-        parser_kwargs={"parser_mode": "omegaconf+"},
+        parser_kwargs={"parser_mode": "omegaconf+", "prog": "python -m mbpo_pl", "description": DESCRIPTION},
         save_config_callback=LogConfigCallback,
         save_config_kwargs={"overwrite": True},
     )

@@ -121,7 +121,8 @@ def print_run(run_dir: str | Path, block: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m mbpo_pl report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("run_dirs", nargs="+", help="TensorBoard run directories, e.g. logs/Hopper-v5/version_0")
     parser.add_argument("--block", type=int, default=5000, help="env steps per row of the tables")
     args = parser.parse_args(argv)

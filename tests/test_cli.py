@@ -139,6 +139,16 @@ def test_missing_config_file_fails(logdir, capsys):
     assert "does_not_exist.yaml" in capsys.readouterr().err
 
 
+def test_help_names_the_command_and_its_tools(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m mbpo_pl ")
+    for tool in ("report", "plot", "diagnose", "results"):
+        assert f"{tool} " in out  # the run tools are found from the top-level help
+
+
 def test_print_config_works(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", TINY, "--print_config"])
