@@ -136,14 +136,17 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
 
 
-def _against_paper(value: float | None, env_id: str, step: int) -> str:
-    """``value`` formatted with its distance from the paper's mean in the paper's standard deviations, e.g.
-    ``1,240 (+2.0 σ)``: below -1 σ is under the paper's band, above +1 σ over it."""
+def _sigmas(value: float, env_id: str, step: int) -> str | None:
+    """``value``'s distance from the paper's mean in the paper's standard deviations, e.g. ``+2.0 σ`` (below -1 σ is
+    under the paper's band, above +1 σ over it), or ``None`` where the paper has no figure."""
     figure = _paper_figure(env_id, step)
-    if value is None or figure is None:
-        return _fmt(value)
-    mean, std = figure
-    return f"{value:,.0f} ({(value - mean) / std:+.1f} σ)"
+    return None if figure is None else f"{(value - figure[0]) / figure[1]:+.1f} σ"
+
+
+def _against_paper(value: float | None, env_id: str, step: int) -> str:
+    """``value`` formatted with its distance from the paper's mean, e.g. ``1,240 (+2.0 σ)``."""
+    sigmas = None if value is None else _sigmas(value, env_id, step)
+    return _fmt(value) if sigmas is None else f"{value:,.0f} ({sigmas})"
 
 
 def load_runs(results_dir: Path) -> list[tuple[str, dict, list[tuple[int, float, float]]]]:
@@ -196,9 +199,8 @@ def _seeds_row(env_id: str, curves: list[list[tuple[int, float, float]]], seeds:
             at_steps.append("—")
             continue
         notes = [f"n = {len(reached)}"] if len(reached) < len(curves) else []
-        figure = _paper_figure(env_id, step)
-        if figure is not None:
-            notes.append(f"{(statistics.fmean(reached) - figure[0]) / figure[1]:+.1f} σ")
+        sigmas = _sigmas(statistics.fmean(reached), env_id, step)
+        notes += [sigmas] if sigmas else []
         at_steps.append(_mean_std(reached) + (f" ({', '.join(notes)})" if notes else ""))
     head = [f"{env_id}: {len(curves)} seeds", ", ".join(map(str, seeds)),
             f"{min(curve[-1][0] for curve in curves):,} (least)"]  # fmt: skip
