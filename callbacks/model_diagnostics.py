@@ -136,7 +136,9 @@ class ModelDiagnostics(Callback):
         real_obs = data.real_transitions()["observation"]
         stats = distribution_shift(
             model["observation"].float(), model["next", "reward"].reshape(-1).float(),
+            model["next", "terminated"].reshape(-1),
             real["observation"].float(), real["next", "reward"].reshape(-1).float(),
+            real["next", "terminated"].reshape(-1),
             real_obs.min(0).values.to(model.device), real_obs.max(0).values.to(model.device),
         )  # fmt: skip
         return {f"rollout/{key}": float(value) for key, value in stats.items()}

@@ -122,15 +122,18 @@ def safe_std(values: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def distribution_shift(model_obs: Tensor, model_reward: Tensor, real_obs: Tensor, real_reward: Tensor,
-                       real_low: Tensor, real_high: Tensor) -> dict[str, Tensor]:  # fmt: skip
-    """How the model buffer's states and rewards differ from the real buffer's.
+def distribution_shift(model_obs: Tensor, model_reward: Tensor, model_terminated: Tensor, real_obs: Tensor,
+                       real_reward: Tensor, real_terminated: Tensor, real_low: Tensor,
+                       real_high: Tensor) -> dict[str, Tensor]:  # fmt: skip
+    """How the model buffer's states, rewards and terminations differ from the real buffer's.
 
-    ``*_obs`` ``[N, O]``, ``*_reward`` ``[N]`` (samples of each buffer); ``real_low, real_high`` ``[O]``: the range
-    of every state dimension over the whole real buffer. Returns the per-dimension standardised mean shift
-    ``|mean_model - mean_real| / std_real`` (mean and max over dimensions), the std ratio ``std_model / std_real``
-    (mean over dimensions), the fraction of model states outside the real range in any dimension, and both reward
-    distributions' mean and std.
+    ``*_obs`` ``[N, O]``, ``*_reward`` ``[N]``, ``*_terminated`` ``[N]`` bool (samples of each buffer);
+    ``real_low, real_high`` ``[O]``: the range of every state dimension over the whole real buffer. Returns the
+    per-dimension standardised mean shift ``|mean_model - mean_real| / std_real`` (mean and max over dimensions),
+    the std ratio ``std_model / std_real`` (mean over dimensions), the fraction of model states outside the real
+    range in any dimension, both reward distributions' mean and std, and the fraction of terminal transitions in
+    each buffer (a model that never predicts a fall teaches the critic that falling costs nothing; with 1-step
+    rollouts this is the only place a missing termination shows).
     """
     real_std = safe_std(real_obs)
     shift = (model_obs.mean(0) - real_obs.mean(0)).abs() / real_std
@@ -145,6 +148,8 @@ def distribution_shift(model_obs: Tensor, model_reward: Tensor, real_obs: Tensor
         "model_reward_std": model_reward.std(),
         "real_reward_mean": real_reward.mean(),
         "real_reward_std": real_reward.std(),
+        "model_terminal_fraction": model_terminated.float().mean(),
+        "real_terminal_fraction": real_terminated.float().mean(),
     }
 
 

@@ -94,12 +94,15 @@ def test_distribution_shift_statistics():
     g = torch.Generator().manual_seed(0)
     real = torch.randn(20000, 3, generator=g)
     model = real * torch.tensor([1.0, 2.0, 1.0]) + torch.tensor([0.5, 0.0, 0.0])
-    stats = distribution_shift(model, torch.zeros(20000), real, torch.ones(20000), real.min(0).values,
+    model_terminated = torch.arange(20000) % 100 == 0  # 1 % of the model's transitions end an episode
+    stats = distribution_shift(model, torch.zeros(20000), model_terminated, real, torch.ones(20000),
+                               torch.zeros(20000, dtype=torch.bool), real.min(0).values,
                                real.max(0).values)  # fmt: skip
     assert stats["state_mean_shift_max"] == pytest.approx(0.5, abs=0.03)
     assert stats["state_std_ratio"] == pytest.approx((1 + 2 + 1) / 3, abs=0.03)
     assert 0.0 < stats["outside_real_range"] < 0.05  # dimension 1 (twice as wide) leaves the real range sometimes
     assert stats["model_reward_mean"] == 0 and stats["real_reward_mean"] == 1
+    assert stats["model_terminal_fraction"] == pytest.approx(0.01) and stats["real_terminal_fraction"] == 0
 
 
 def test_a_run_logs_the_diagnostics_without_changing_its_training(logdir):
@@ -120,7 +123,7 @@ def test_a_run_logs_the_diagnostics_without_changing_its_training(logdir):
     for tag in ("dynamics/error_at_h/1", "dynamics/error_at_h/5", "dynamics/error_at_h/k", "dynamics/error_at_h/H",
                 "dynamics/sampled_error_at_h/H", "dynamics/reward_error_at_h/1", "dynamics/trusted_horizon",
                 "rollout/state_mean_shift", "rollout/outside_real_range", "rollout/model_reward_mean",
-                "time/diagnostics_s"):  # fmt: skip
+                "rollout/model_terminal_fraction", "rollout/real_terminal_fraction", "time/diagnostics_s"):  # fmt: skip
         assert tag in tags, tag
     errors = [e.value for e in accumulator.Scalars("dynamics/error_at_h/1")]
     assert all(value >= 0 for value in errors)
