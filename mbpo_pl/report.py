@@ -1,7 +1,7 @@
 """Summarise runs' TensorBoard logs: the evaluation curve, the training's health signals and where the wall time
 went, per block of env steps.
 
-``python -m mbpo_pl report logs/Hopper-v5/version_0 [logs/Hopper-v5/version_1 ...] [--block 5000]``
+``python -m mbpo_pl report logs/Hopper-v5/version_0 [logs/Hopper-v5/version_1 ...] [--block 5000] [--compare]``
 
 The evaluation curve shows, beside the return, the episode sum of each reward term the env reports
 (``reward_forward``, ``reward_ctrl``, ``reward_survive``, ...): a return made of the survival bonus alone is a
@@ -9,7 +9,12 @@ policy that stands still.
 
 The health table holds what to look at when a run falls behind the paper: the model's holdout MSE (elites) and
 training epochs, SAC's Q values, temperature and critic loss, the rollout length, the fraction of model rollouts
-that terminated before the last step, the model transitions dropped as non-finite and the trusted horizon.
+that terminated before the last step, the fraction of terminal transitions in samples of the model and the real
+buffer (with 1-step rollouts the only sign that the termination function fires), the model transitions dropped as
+non-finite and the trusted horizon.
+
+``--compare`` puts the runs side by side instead: one table per health signal, one column per run, e.g. a run
+that fell behind the paper next to the same seed in ``32-true``.
 """
 
 from __future__ import annotations
@@ -60,9 +65,13 @@ HEALTH_COLUMNS = (
     ("critic_loss", "train/critic_loss", "mean"),
     ("k", "rollout/length", "last"),
     ("terminated", "rollout/kept_fraction", "mean_complement"),
+    ("model_term", "rollout/model_terminal_fraction", "mean"),
+    ("real_term", "rollout/real_terminal_fraction", "mean"),
     ("nonfinite", "rollout/dropped_nonfinite", "sum"),
     ("trusted_h", "dynamics/trusted_horizon", "mean"),
 )
+
+COMBINE_WORDS = {"mean": "mean", "last": "last value", "sum": "sum", "mean_complement": "1 - mean"}
 
 
 def health(scalars: dict[str, list[tuple[int, float]]], block: int) -> list[dict[str, float | None]]:
@@ -120,15 +129,37 @@ def print_run(run_dir: str | Path, block: int) -> None:
             print(f"{label:>15}" + "".join(f"{row[p]:12.1f}" for p in (*TIME_PARTS, "total")))
 
 
+def print_comparison(run_dirs: list[str], block: int) -> None:
+    """One table per :data:`HEALTH_COLUMNS` signal: a row per block of ``block`` env steps, a column per run."""
+    tables = [{row["from"]: row for row in health(load_scalars(run_dir), block)} for run_dir in run_dirs]
+    for index, run_dir in enumerate(run_dirs):
+        print(f"run {index}: {run_dir}")
+    starts = sorted({start for table in tables for start in table})
+    for column, tag, combine in HEALTH_COLUMNS:
+        cells = [[table[start][column] if start in table else None for table in tables] for start in starts]
+        if all(value is None for row in cells for value in row):
+            continue  # no run logged this signal
+        print(f"\n{column} ({tag}, {COMBINE_WORDS[combine]} per {block} env steps)")
+        print(f"{'env steps':>15}" + "".join(f"{'run ' + str(index):>13}" for index in range(len(run_dirs))))
+        for start, row in zip(starts, cells, strict=True):
+            print(f"{f'{start}-{start + block}':>15}" + "".join(_cell(value) for value in row))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mbpo_pl report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("run_dirs", nargs="+", help="TensorBoard run directories, e.g. logs/Hopper-v5/version_0")
     parser.add_argument("--block", type=int, default=5000, help="env steps per row of the tables")
+    parser.add_argument("--compare", action="store_true", help="the runs' health signals side by side")
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
         if not Path(run_dir).is_dir():
             raise SystemExit(f"{run_dir}: no such run directory")
+    if args.block < 1:
+        raise SystemExit(f"--block {args.block}: must be a positive number of env steps")
+    if args.compare:
+        print_comparison(args.run_dirs, args.block)
+        return
     for run_dir in args.run_dirs:
         print_run(run_dir, args.block)
 

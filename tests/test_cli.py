@@ -291,3 +291,25 @@ def test_report_health_table_combines_each_block():
     assert second["eval"] == 30.0 and second["q"] == 4.0 and second["k"] == 3  # mean; last
     assert second["terminated"] == pytest.approx(0.3) and second["nonfinite"] == 5.0  # 1 - mean kept; sum
     assert third["eval"] == 50.0 and third["q"] is None
+
+
+def test_report_compare_puts_runs_side_by_side(monkeypatch, tmp_path, capsys):
+    from mbpo_pl import report
+
+    runs = {
+        "bf16": {"train/q": [(1000, 100.0), (2000, 120.0)], "rollout/model_terminal_fraction": [(2000, 0.007)]},
+        "fp32": {"train/q": [(1000, 90.0)], "rollout/model_terminal_fraction": [(1000, 0.01), (2000, 0.02)]},
+    }
+    for name in runs:
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(report, "load_scalars", lambda run_dir: runs[Path(run_dir).name])
+    report.main([str(tmp_path / "bf16"), str(tmp_path / "fp32"), "--block", "1000", "--compare"])
+    out = capsys.readouterr().out
+    assert f"run 1: {tmp_path / 'fp32'}" in out
+    q_table = out.split("\nq (train/q, mean per 1000 env steps)\n")[1].split("\n\n")[0].splitlines()
+    assert q_table[1].split() == ["0-1000", "100", "90"] and q_table[2].split() == ["1000-2000", "120", "-"]
+    term_table = out.split("\nmodel_term (rollout/model_terminal_fraction")[1].split("\n\n")[0].splitlines()
+    assert term_table[2].split() == ["0-1000", "-", "0.01"] and term_table[3].split() == ["1000-2000", "0.007", "0.02"]
+    assert "\nalpha (" not in out  # neither run logged it: no empty table
+    with pytest.raises(SystemExit, match="--block 0: must be a positive"):
+        report.main([str(tmp_path / "bf16"), "--block", "0"])
