@@ -34,3 +34,35 @@ def test_epochs_per_call_follows_the_measured_blocks():
     assert projection.epochs_per_call(5_000) == blocks[0][1] == 298  # the first call, from the CSV
     assert projection.epochs_per_call(5_250) == blocks[1][1]
     assert projection.epochs_per_call(120_000) == blocks[-1][1]
+
+
+def test_model_fit_precision_compares_both_fits_on_a_real_checkpoint(tmp_path, capsys):
+    """The bf16-vs-fp32 model-fit comparison reads a real run's checkpoint and fits both ways from the same seed."""
+    from mbpo_pl.cli import main as cli_main
+
+    tiny = Path(__file__).parent / "conf" / "tiny.yaml"
+    cli_main(["fit", "--config", str(tiny), "--trainer.logger.init_args.save_dir", str(tmp_path),
+              "--trainer.enable_checkpointing", "true"])  # fmt: skip
+    checkpoint = max(tmp_path.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    capsys.readouterr()  # the fit's own output
+    spec = importlib.util.spec_from_file_location("mbpo_bench_model_fit", BENCHMARKS / "model_fit_precision.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(checkpoint), "--config", str(tiny), "--transitions", "200", "--test", "50", "--seeds", "0", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "300 real transitions; train on 200, test on 50" in lines[0]
+    rows = [line.split() for line in lines[2:4]]
+    assert [row[0] for row in rows] == ["0", "3"]
+    for row in rows:
+        fp32_epochs, fp32_mse, bf16_epochs, bf16_mse, ratio = (
+            int(row[1]),
+            float(row[2]),
+            int(row[3]),
+            float(row[4]),
+            float(row[5]),
+        )
+        assert 1 <= fp32_epochs <= 5 and 1 <= bf16_epochs <= 5  # the tiny config caps a fit at 5 epochs
+        assert 0 < fp32_mse < 1e3 and 0 < bf16_mse < 1e3 and ratio == pytest.approx(bf16_mse / fp32_mse, rel=1e-2)
+    assert lines[4].startswith("bf16/fp32 test MSE over 2 seeds")
+    with pytest.raises(SystemExit, match="holds 300 real transitions"):
+        module.main([str(checkpoint), "--config", str(tiny), "--transitions", "300"])
