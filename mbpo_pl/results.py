@@ -191,7 +191,8 @@ def _row(env_id: str, head: list[str], at_steps: list[str], tail: list[str]) -> 
 
 def _seeds_row(env_id: str, curves: list[list[tuple[int, float, float]]], seeds: list) -> str:
     """The row of an env run with several seeds: mean ± std over the seeds that reached each step (``n`` of them
-    when not all did)."""
+    when not all did), and in the last-step column over all seeds at the least step they all reached (a mean of
+    each seed's own last step would mix returns from different stages of training)."""
     at_steps = []
     for step in REFERENCE_STEPS:
         reached = [value for value in (return_at(curve, step) for curve in curves) if value is not None]
@@ -202,9 +203,10 @@ def _seeds_row(env_id: str, curves: list[list[tuple[int, float, float]]], seeds:
         sigmas = _sigmas(statistics.fmean(reached), env_id, step)
         notes += [sigmas] if sigmas else []
         at_steps.append(_mean_std(reached) + (f" ({', '.join(notes)})" if notes else ""))
-    head = [f"{env_id}: {len(curves)} seeds", ", ".join(map(str, seeds)),
-            f"{min(curve[-1][0] for curve in curves):,} (least)"]  # fmt: skip
-    return _row(env_id, head, at_steps, [_mean_std([_last_return(curve) for curve in curves])] + ["—"] * 3)
+    least = min(curve[-1][0] for curve in curves)
+    head = [f"{env_id}: {len(curves)} seeds", ", ".join(map(str, seeds)), f"{least:,} (least)"]
+    at_least = [return_at(curve, least, last_window(least)) for curve in curves]
+    return _row(env_id, head, at_steps, [_mean_std(at_least)] + ["—"] * 3)
 
 
 def table(results_dir: Path) -> str:

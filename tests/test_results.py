@@ -76,7 +76,8 @@ def _write_run(results: Path, name: str, env_id: str, seed: int, curve: list[tup
 def test_table_summarises_seeds_and_lists_paper_envs_without_a_run(tmp_path):
     results = tmp_path / "results"
     flat = lambda value, last: [(step, value) for step in range(1000, last + 1, 1000)]  # noqa: E731
-    _write_run(results, "hopper_seed0.csv", "Hopper-v5", 0, flat(1000.0, 100_000))
+    later = [(step, 4000.0) for step in range(51_000, 100_001, 1000)]
+    _write_run(results, "hopper_seed0.csv", "Hopper-v5", 0, flat(1000.0, 50_000) + later)
     _write_run(results, "hopper_seed1.csv", "Hopper-v5", 1, flat(2000.0, 60_000))
     _write_run(results, "hopper_seed2.csv", "Hopper-v5", 2, flat(3000.0, 50_000))
     lines = table(results).splitlines()
@@ -85,9 +86,10 @@ def test_table_summarises_seeds_and_lists_paper_envs_without_a_run(tmp_path):
                     "[Hopper-v5](hopper_seed2.csv)", "Hopper-v5: 3 seeds", "Humanoid-v5", "Walker2d-v5"]  # fmt: skip
     seeds = lines[2 + envs.index("Hopper-v5: 3 seeds")].split(" | ")
     # all three reached 50k: mean 2000, sample std 1000, (2000 - 1702) / 799 = +0.4 paper σ; only seed 0 reached
-    # 100k: (1000 - 3315) / 334 = -6.9 σ
+    # 100k: (4000 - 3315) / 334 = +2.1 σ; the last-step column is at the least step all reached (50k), not a mean
+    # of each seed's own last step (4000, 2000, 3000)
     assert seeds[1:5] == ["0, 1, 2", "50,000 (least)", "2,000 ± 1,000 (+0.4 σ)", "1,702 ± 799"]
-    assert seeds[5] == "1,000 (n = 1, -6.9 σ)" and seeds[7] == "2,000 ± 1,000"
+    assert seeds[5] == "4,000 (n = 1, +2.1 σ)" and seeds[7] == "2,000 ± 1,000"
     seed1 = lines[2 + envs.index("[Hopper-v5](hopper_seed1.csv)")].split(" | ")
     assert seed1[3:7] == ["2,000 (+0.4 σ)", "1,702 ± 799", "—", "3,315 ± 334"]  # (2000 - 1702) / 799
     ant = lines[2].split(" | ")
