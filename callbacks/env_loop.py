@@ -62,6 +62,9 @@ class MBPOLoop(Callback):
             of the rollout length ``k``; epochs count ``epoch_length`` env steps after the random steps.
         epoch_length: env steps per schedule epoch (the paper's epoch: 1000; 250 for the pendulums).
         retain_epochs: schedule epochs of rollouts the model buffer retains.
+        use_model: ``false`` turns the run into model-free SAC on the same code (the baseline MBPO is measured
+            against): no ensemble training, no rollouts, no model diagnostics; SAC trains on real data only, so
+            ``data.real_ratio`` must be 1 (``conf/sac.yaml`` sets this and the SAC paper's settings).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class MBPOLoop(Callback):
         rollout_schedule: list[int] = [20, 100, 1, 15],
         epoch_length: int = 1000,
         retain_epochs: int = 1,
+        use_model: bool = True,
     ) -> None:
         super().__init__()
         if len(rollout_schedule) != 4:
@@ -90,6 +94,7 @@ class MBPOLoop(Callback):
         self.rollout_schedule = list(rollout_schedule)
         self.epoch_length = epoch_length
         self.retain_epochs = retain_epochs
+        self.use_model = use_model
         # Counters (checkpointed).
         self.env_steps = 0
         self.model_trainings = 0
@@ -107,6 +112,11 @@ class MBPOLoop(Callback):
         if not isinstance(pl_module, MBPO) or not isinstance(trainer.datamodule, MBPODataModule):
             raise TypeError("MBPOLoop needs the MBPO module and the MBPODataModule")
         data: MBPODataModule = trainer.datamodule
+        if not self.use_model and data.real_ratio != 1.0:
+            raise ConfigError(
+                f"loop.use_model=false trains SAC on real data only, but data.real_ratio={data.real_ratio} asks for "
+                "model data in every batch: set --data.real_ratio 1.0 (conf/sac.yaml does)."
+            )
         self.runner = RealEnvRunner(make_env(data.env_id, data.env_kwargs), data.seed + 1000 * trainer.global_rank)
         dynamics = pl_module.dynamics
         learned = dynamics.predict_termination if dynamics.learn_termination else None
@@ -163,7 +173,8 @@ class MBPOLoop(Callback):
         with self.clock.timed("env"):
             while self.env_steps < self.init_random_steps:
                 self._env_step(trainer, pl_module, random=True)
-        self._refresh_model_data(trainer, pl_module)
+        if self.use_model:
+            self._refresh_model_data(trainer, pl_module)
         with self.clock.timed("env"):
             self._env_step(trainer, pl_module, random=False)
 

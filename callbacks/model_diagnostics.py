@@ -81,7 +81,7 @@ class ModelDiagnostics(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         loop = find_loop(trainer)
-        if not trainer.is_global_zero or loop.model_trainings % self.every_n_model_trainings:
+        if not trainer.is_global_zero or not loop.use_model or loop.model_trainings % self.every_n_model_trainings:
             return
         data, horizon = trainer.datamodule, self.run_horizon(loop)
         with loop.clock.timed("diagnostics"):
