@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -11,8 +10,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from callbacks.env_loop import find_loop
-from mbpo_pl.envs import Episode, make_env, run_episode
+from mbpo_pl.envs import make_env, run_episode
 from mbpo_pl.errors import ConfigError, require_positive
+from mbpo_pl.evaluate import PolicyEvaluation, evaluate_policy, offscreen_rendering
 
 
 class Evaluation(Callback):
@@ -33,6 +33,11 @@ class Evaluation(Callback):
             TensorBoard and W&B encode it with moviepy (``pip install 'mbpo_pl[video]'``).
         video_size: width and height of the video frames in pixels.
         video_fps: frames per second of the logged video.
+        stochastic_episodes: ``python -m mbpo_pl test`` only: also this many episodes with actions sampled from the
+            stochastic policy.
+        video_path: ``python -m mbpo_pl test`` only: write the first ``video_episodes`` deterministic test episodes
+            to this video file (``.mp4`` or ``.gif``), each frame captioned with the return so far.
+        video_episodes: episodes in the ``video_path`` video.
     """
 
     def __init__(
@@ -43,9 +48,15 @@ class Evaluation(Callback):
         video_every_n_env_steps: int | None = None,
         video_size: int = 256,
         video_fps: int = 30,
+        stochastic_episodes: int = 0,
+        video_path: str | None = None,
+        video_episodes: int = 1,
     ) -> None:
         super().__init__()
-        require_positive("eval", every_n_env_steps=every_n_env_steps, num_episodes=num_episodes)
+        require_positive("eval", every_n_env_steps=every_n_env_steps, num_episodes=num_episodes,
+                         video_episodes=video_episodes)  # fmt: skip
+        if stochastic_episodes < 0:
+            raise ConfigError(f"eval.stochastic_episodes={stochastic_episodes} must be >= 0.")
         if video_every_n_env_steps is not None and video_every_n_env_steps % every_n_env_steps:
             raise ConfigError(
                 f"eval.video_every_n_env_steps={video_every_n_env_steps} must be a multiple of "
@@ -57,10 +68,18 @@ class Evaluation(Callback):
         self.every_n_env_steps = every_n_env_steps
         self.num_episodes = num_episodes
         self.seed = seed
+        self.stochastic_episodes = stochastic_episodes
+        self.video_path = video_path
+        self.video_episodes = video_episodes
         self.last_return: float | None = None
         self.history: list[tuple[int, float]] = []
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.video_path is not None or self.stochastic_episodes:
+            raise ConfigError(
+                "eval.video_path and eval.stochastic_episodes belong to `python -m mbpo_pl test` (evaluating a "
+                "checkpoint); during training, record videos with eval.video_every_n_env_steps."
+            )
         data = trainer.datamodule
         self.env = make_env(data.env_id, data.env_kwargs)
         self.video_env = None
@@ -69,7 +88,7 @@ class Evaluation(Callback):
                 from moviepy import editor  # noqa: F401  (TensorBoard's and W&B's video encoder)
             except ImportError as err:
                 raise ConfigError("Evaluation videos need moviepy<2 and imageio: pip install 'mbpo_pl[video]'") from err
-            os.environ.setdefault("MUJOCO_GL", "egl")  # headless offscreen rendering
+            offscreen_rendering()
             size = {"width": self.video_size, "height": self.video_size}
             self.video_env = make_env(data.env_id, {**data.env_kwargs, **size}, render_mode="rgb_array")
 
@@ -101,10 +120,9 @@ class Evaluation(Callback):
             elif isinstance(logger, WandbLogger):
                 logger.log_video("eval/video", [frames], step=env_steps, fps=[self.video_fps])
 
-    def evaluate(self, pl_module: LightningModule) -> list[Episode]:
+    def evaluate(self, pl_module: LightningModule) -> PolicyEvaluation:
         """``num_episodes`` deterministic episodes."""
-        policy = self._policy(pl_module)
-        return [run_episode(self.env, policy, seed=self.seed + i) for i in range(self.num_episodes)]
+        return evaluate_policy(self._policy(pl_module), self.env, self.num_episodes, self.seed)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -116,22 +134,9 @@ class Evaluation(Callback):
         if self.history and self.history[-1][0] == loop.env_steps:
             return
         with loop.clock.timed("eval"):
-            episodes = self.evaluate(pl_module)
-            returns, lengths = np.array([e.total_return for e in episodes]), np.array([e.length for e in episodes])
-            terms = {f"eval/{term}": float(np.mean([e.reward_terms.get(term, 0.0) for e in episodes]))
-                     for term in episodes[0].reward_terms}  # fmt: skip
-            self.last_return = float(returns.mean())
+            evaluation = self.evaluate(pl_module)
+            self.last_return = evaluation.mean
             self.history.append((loop.env_steps, self.last_return))
             if self.video_env is not None and loop.env_steps % self.video_every_n_env_steps < loop.world_size:
                 self.log_video(trainer, self.record_video(pl_module), loop.env_steps)
-            pl_module.log_metrics(
-                {
-                    "eval/return": self.last_return,
-                    "eval/return_std": float(returns.std()),
-                    "eval/return_min": float(returns.min()),
-                    "eval/return_max": float(returns.max()),
-                    "eval/episode_length": float(lengths.mean()),
-                    **terms,
-                },
-                loop.env_steps,
-            )
+            pl_module.log_metrics(evaluation.metrics("eval/"), loop.env_steps)

@@ -1,8 +1,9 @@
-"""``python -m mbpo_pl fit|plot|report|results|diagnose ...``: training (LightningCLI) and the run tools."""
+"""``python -m mbpo_pl fit|test|plot|report|results|diagnose|export ...``: training and evaluation (LightningCLI)
+and the run tools."""
 
 import sys
 
-TOOLS = {name: f"mbpo_pl.{name}" for name in ("plot", "report", "results", "diagnose")}
+TOOLS = {name: f"mbpo_pl.{name}" for name in ("plot", "report", "results", "diagnose", "export")}
 
 if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
     from importlib import import_module

@@ -28,15 +28,18 @@ from callbacks.env_loop import MBPOLoop
 from callbacks.evaluation import Evaluation
 from callbacks.model_diagnostics import ModelDiagnostics
 from callbacks.progress import MBPOProgressBar
+from mbpo_pl.checkpoint_eval import evaluate_checkpoint
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError
 from mbpo_pl.run_folders import resolve_checkpoint, run_loggers
 from mbpo_pl.system import MBPO
 
 DESCRIPTION = """MBPO (Janner et al. 2019) with PyTorch Lightning: `python -m mbpo_pl fit --config conf/hopper.yaml`
-trains, `--ckpt_path last` resumes. Tools for runs (each with --help): `python -m mbpo_pl report RUN` (evaluation
-curve, health, wall time), `plot RUN... -o curve.png`, `diagnose RUN_OR_CKPT` (how far the model can be trusted),
-`results export|table|plot` (committed curves and the README's table)."""
+trains, `--ckpt_path last` resumes; `python -m mbpo_pl test --config CONF --ckpt_path last` evaluates a
+checkpoint's policy on fresh episodes (`--eval.num_episodes`, `--eval.video_path out.mp4`). Tools for runs (each
+with --help): `python -m mbpo_pl report RUN` (evaluation curve, health, wall time), `plot RUN... -o curve.png`,
+`diagnose RUN_OR_CKPT` (how far the model can be trusted), `results export|table|plot` (committed curves and the
+README's table), `export RUN_OR_CKPT -o policy.pt2` (the policy as a file that runs with PyTorch alone)."""
 
 
 def flatten(tree: object, prefix: str = "") -> dict[str, object]:
@@ -110,6 +113,24 @@ class MBPOCLI(LightningCLI):
             kwargs["callbacks"] = [MBPOProgressBar(), *callbacks]
         return super().instantiate_trainer(**kwargs)
 
+    def _parse_ckpt_path(self) -> None:
+        """Resolve and check ``--ckpt_path`` before anything loads it (Lightning's own version reads the whole file
+        for hyperparameters, which ``MBPO`` does not save); refuse the subcommands MBPO gives no meaning to."""
+        subcommand = self.config.get("subcommand")
+        if subcommand in ("validate", "predict"):
+            raise ConfigError(
+                f"`{subcommand}` has no meaning for an MBPO run: `python -m mbpo_pl test --config CONF --ckpt_path "
+                "RUN_OR_CKPT` evaluates a checkpoint's policy, `python -m mbpo_pl diagnose RUN_OR_CKPT` its model."
+            )
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        if subcommand == "test" and not config.get("ckpt_path"):
+            raise ConfigError("test evaluates a trained policy: give --ckpt_path last (the newest run of the "
+                              "configured env), a run folder or a checkpoint file.")  # fmt: skip
+        if config.get("ckpt_path"):
+            self._resolve_checkpoint(config, resuming=subcommand == "fit")
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         threads = config.get("torch_threads")
@@ -124,25 +145,29 @@ class MBPOCLI(LightningCLI):
                     f"trainer.{key}={trainer.get(key)}: an MBPO run's length is set by loop.total_env_steps "
                     f"(e.g. --loop.total_env_steps 50000); leave trainer.{key} unset."
                 )
-        if config.get("ckpt_path"):
-            self._resume_into_run_folder(config)
 
-    def _resume_into_run_folder(self, config: Namespace) -> None:
-        """Resolve ``ckpt_path``; a checkpoint in ``<run>/checkpoints/`` makes the run loggers write into ``<run>``."""
+    def _resolve_checkpoint(self, config: Namespace, resuming: bool) -> None:
+        """Resolve ``ckpt_path``; when resuming, a checkpoint in ``<run>/checkpoints/`` makes the run loggers write
+        into ``<run>``."""
         loggers = run_loggers(config.trainer)
         runs_root = None
         if loggers:
             init = loggers[0].init_args
             runs_root = Path(init.save_dir) / (init.get("name") or "lightning_logs")
-        path = resolve_checkpoint(str(config.ckpt_path), runs_root)
+        path = resolve_checkpoint(str(config.ckpt_path), runs_root, resuming=resuming)
         config.ckpt_path = str(path)
-        if path.parent.name == "checkpoints":
+        if resuming and path.parent.name == "checkpoints":
             run_dir = path.parent.parent
             for logger in loggers:
                 logger.init_args.save_dir = str(run_dir.parent.parent)
                 logger.init_args.name = run_dir.parent.name
                 logger.init_args.version = run_dir.name
         self.resumed_from = path
+
+    def test(self, model: MBPO, datamodule: MBPODataModule, ckpt_path: str, **_: Any) -> None:
+        """``test``: the checkpoint's policy on fresh episodes (:mod:`mbpo_pl.checkpoint_eval`); no Trainer loop."""
+        evaluation = next(c for c in self.trainer.callbacks if isinstance(c, Evaluation))
+        evaluate_checkpoint(Path(ckpt_path), datamodule, evaluation)
 
     def before_fit(self) -> None:
         if self.config[self.subcommand].get("torch_threads") is None:
@@ -154,7 +179,8 @@ class MBPOCLI(LightningCLI):
         trainer, data = self.trainer, self.datamodule
         loop = next(c for c in trainer.callbacks if isinstance(c, MBPOLoop))
         lines = [
-            f"MBPO on {data.env_id}: {loop.total_env_steps:,} env steps ({loop.init_random_steps:,} random first), "
+            f"{'MBPO' if loop.use_model else 'SAC (no model: loop.use_model false)'} on {data.env_id}: "
+            f"{loop.total_env_steps:,} env steps ({loop.init_random_steps:,} random first), "
             f"seed {self.config[self.subcommand].get('seed_everything')}",
             f"  device      {trainer.strategy.root_device} x {trainer.world_size} process(es), "
             f"{torch.get_num_threads()} torch thread(s), precision {trainer.precision}",

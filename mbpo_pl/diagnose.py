@@ -14,6 +14,7 @@ in the model's training data (an in-sample view), unlike the held-out segments t
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -96,10 +97,10 @@ def diagnose(source: Path, output: Path, horizon: int = 15, episodes: int = 3, d
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mbpo_pl.run_folders import resolve_checkpoint
+    from mbpo_pl.run_folders import read_checkpoint, resolve_checkpoint
 
-    path = resolve_checkpoint(str(source), None)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    path = resolve_checkpoint(str(source), None, option="diagnose", resuming=False)
+    checkpoint = read_checkpoint(path, option="diagnose")
     ensemble, elites = ensemble_from_state_dict(checkpoint["state_dict"])
     data = real_transitions(checkpoint, path)
     n = data["observation"].shape[0]
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         summary = diagnose(args.source, args.output, args.horizon, args.episodes, args.dims, args.recent,
                            args.threshold)  # fmt: skip
     except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(args.output)
     for key, value in summary.items():
         print(f"{key:>20}  {value:.4g}")

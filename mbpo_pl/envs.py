@@ -61,7 +61,7 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, render_mode:
 @dataclass
 class Episode:
     """One finished episode: its return, its length, the sum of each reward term the env reports and, when
-    rendered, its frames ``[T + 1, H, W, C]``.
+    rendered, its frames ``[T + 1, H, W, C]`` and each step's reward ``[T]``.
 
     ``reward_terms`` holds the episode sums of the ``info["reward_<term>"]`` entries (Gymnasium's MuJoCo v5 envs
     report e.g. ``reward_forward``, ``reward_ctrl``, ``reward_contact``, ``reward_survive``; their sum is the
@@ -72,6 +72,7 @@ class Episode:
     length: int
     frames: list[np.ndarray] = field(default_factory=list)
     reward_terms: dict[str, float] = field(default_factory=dict)
+    step_rewards: list[float] = field(default_factory=list)
 
 
 def run_episode(env: gym.Env, policy: Callable[[np.ndarray], np.ndarray], seed: int | None = None,
@@ -90,6 +91,7 @@ def run_episode(env: gym.Env, policy: Callable[[np.ndarray], np.ndarray], seed: 
         episode.length += 1
         if render:
             episode.frames.append(env.render())
+            episode.step_rewards.append(float(reward))
         done = terminated or truncated
     return episode
 

@@ -8,10 +8,12 @@ exist and to be a readable checkpoint archive before training starts.
 
 from __future__ import annotations
 
+import pickle
 import re
 import zipfile
 from pathlib import Path
 
+import torch
 from jsonargparse import Namespace
 
 from mbpo_pl.errors import ConfigError
@@ -43,20 +45,31 @@ def newest_run_checkpoint(runs_root: Path) -> Path:
     return candidates[-1]
 
 
-def resolve_checkpoint(ckpt_path: str, runs_root: Path | None) -> Path:
+class CheckpointNotFoundError(ConfigError, FileNotFoundError):
+    """No checkpoint file where one was asked for (a :class:`ConfigError` and a ``FileNotFoundError``)."""
+
+
+def resolve_checkpoint(
+    ckpt_path: str, runs_root: Path | None, option: str = "--ckpt_path", resuming: bool = True
+) -> Path:
     """``last`` (the newest run under ``runs_root``), a run folder (its ``checkpoints/last.ckpt``) or a file,
-    checked to exist and to be a readable checkpoint archive."""
+    checked to exist and to be a readable checkpoint archive.
+
+    ``option`` names what the user gave the path as (``--ckpt_path``, or a tool's argument); ``resuming`` words the
+    fix for ``fit`` (start a new run) rather than for the tools that read a checkpoint (give another one).
+    """
     if ckpt_path == "last":
         if runs_root is None:
-            raise ConfigError("--ckpt_path last needs a TensorBoard or CSV logger (run folders); give a file instead.")
+            raise ConfigError(f"{option} last needs a TensorBoard or CSV logger (run folders); give a file instead.")
         path = newest_run_checkpoint(runs_root)
     else:
         path = Path(ckpt_path)
         if path.is_dir():
             path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
+    new_run = ", or start a new run without --ckpt_path" if resuming else ""
     if not path.is_file():
-        raise ConfigError(f"--ckpt_path: no checkpoint file at {path}. Check the path (runs keep theirs in "
-                          "<run folder>/checkpoints/), or start a new run without --ckpt_path.")  # fmt: skip
+        raise CheckpointNotFoundError(f"{option}: no checkpoint file at {path}. Check the path (runs keep theirs in "
+                                      f"<run folder>/checkpoints/){new_run}.")  # fmt: skip
     try:
         with zipfile.ZipFile(path) as archive:  # reads the archive's directory only, not the tensors
             bad = archive.testzip() if path.stat().st_size < 2**20 else None
@@ -64,7 +77,19 @@ def resolve_checkpoint(ckpt_path: str, runs_root: Path | None) -> Path:
         bad = str(err)
     if bad is not None:
         raise ConfigError(
-            f"--ckpt_path: {path} is truncated or corrupt ({bad}), so it cannot be loaded. Resume from another "
-            f"checkpoint of that run (the epoch=N.ckpt files beside it), or start a new run without --ckpt_path."
+            f"{option}: {path} is truncated or corrupt ({bad}), so it cannot be loaded. "
+            + ("Resume from" if resuming else "Use")
+            + f" another checkpoint of that run (the epoch=N.ckpt files beside it){new_run}."
         )
     return path
+
+
+def read_checkpoint(path: Path, option: str = "checkpoint", map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint at ``path`` with its tensors memory-mapped, not read: a caller that uses only the policy's
+    weights reads only those pages, however large the replay buffers stored beside them. Only tensors and plain
+    containers are unpickled (``weights_only``)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{option}: {path} cannot be read as a checkpoint ({first_line}).") from err

@@ -8,7 +8,8 @@ import torch
 from callbacks import Evaluation, MBPOLoop, MBPOProgressBar
 from mbpo_pl.cli import main, share_cpu_threads
 
-CONFIGS = sorted(Path(__file__).parents[1].joinpath("conf").glob("*.yaml"))
+OVERLAYS = {"sac"}  # configs layered over an env config (conf/sac.yaml: the model-free baseline)
+CONFIGS = sorted(c for c in Path(__file__).parents[1].joinpath("conf").glob("*.yaml") if c.stem not in OVERLAYS)
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
 
 EXPECTED_DIMS = {

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from tests_support import renderer_available
 
 from mbpo_pl.cli import main
 
@@ -40,20 +41,7 @@ def test_tensorboard_hparams_hold_the_config(logdir):
     assert "model.dynamics.init_args.num_elites: 2" in hparams or "model.dynamics.num_elites: 2" in hparams
 
 
-def _renderer_available() -> bool:
-    import os
-    import subprocess
-    import sys
-
-    probe = (
-        "import gymnasium as g; e = g.make('InvertedPendulum-v5', render_mode='rgb_array', width=32, height=32); "
-        "e.reset(seed=0); assert e.render().shape == (32, 32, 3)"
-    )
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120).returncode == 0
-
-
-@pytest.mark.skipif(not _renderer_available(), reason="no offscreen OpenGL (EGL) renderer on this machine")
+@pytest.mark.skipif(not renderer_available(), reason="no offscreen OpenGL (EGL) renderer on this machine")
 def test_evaluation_video_is_logged_to_tensorboard(logdir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests_support import tiny_config_with_checkpoints
 
 from callbacks import Evaluation
 from mbpo_pl.cli import main
@@ -18,16 +19,7 @@ TINY = Path(__file__).parent / "conf" / "tiny.yaml"
 
 @pytest.fixture
 def env_named_config(tmp_path):
-    """tiny.yaml with checkpoints on and the logger named after the env, as the shipped configs are."""
-    text = TINY.read_text().replace("name: tiny", "name: ${data.env_id}")
-    checkpoints = (
-        "enable_checkpointing: true\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
-        "      init_args:\n        save_last: true"
-    )
-    text = text.replace("enable_checkpointing: false", checkpoints)
-    path = tmp_path / "tiny_env_named.yaml"
-    path.write_text(text)
-    return str(path)
+    return tiny_config_with_checkpoints(tmp_path)
 
 
 def _fit(config, save_dir, *extra):

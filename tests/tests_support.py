@@ -1,4 +1,10 @@
-"""Shared helpers for the tests: real transitions from Gymnasium envs."""
+"""Shared helpers for the tests: real transitions from Gymnasium envs, the tiny config with checkpoints, whether
+an offscreen renderer works here."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -38,3 +44,29 @@ def real_transitions(env_id: str, episodes: int = 12, max_steps: int = 200, seed
                 break
     env.close()
     return torch.as_tensor(np.array(next_obs), dtype=torch.float32), torch.as_tensor(terminated)
+
+
+TINY = Path(__file__).parent / "conf" / "tiny.yaml"
+
+
+def tiny_config_with_checkpoints(folder: Path) -> str:
+    """tiny.yaml with checkpoints on and the logger named after the env, as the shipped configs are."""
+    text = TINY.read_text().replace("name: tiny", "name: ${data.env_id}")
+    checkpoints = (
+        "enable_checkpointing: true\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        "      init_args:\n        save_last: true"
+    )
+    text = text.replace("enable_checkpointing: false", checkpoints)
+    path = folder / "tiny_env_named.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def renderer_available() -> bool:
+    """Whether MuJoCo renders offscreen here (EGL unless MUJOCO_GL says otherwise), probed in a subprocess."""
+    probe = (
+        "import gymnasium as g; e = g.make('InvertedPendulum-v5', render_mode='rgb_array', width=32, height=32); "
+        "e.reset(seed=0); assert e.render().shape == (32, 32, 3)"
+    )
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120).returncode == 0
