@@ -31,6 +31,7 @@ from callbacks.progress import MBPOProgressBar
 from mbpo_pl.checkpoint_eval import evaluate_checkpoint
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError
+from mbpo_pl.provenance import record_start
 from mbpo_pl.run_folders import resolve_checkpoint, run_loggers
 from mbpo_pl.system import MBPO
 
@@ -57,8 +58,15 @@ def flatten(tree: object, prefix: str = "") -> dict[str, object]:
 
 
 class LogConfigCallback(SaveConfigCallback):
-    """Saves ``config.yaml`` beside the logs (as LightningCLI does) and logs the resolved config once, as
-    hyperparameters, to every logger (TensorBoard, W&B, ...), on rank 0."""
+    """Saves ``config.yaml`` beside the logs (as LightningCLI does), logs the resolved config once, as
+    hyperparameters, to every logger (TensorBoard, W&B, ...), and appends each start of the run (code commit,
+    machine, env step, checkpoint resumed from) to ``provenance.yaml`` in the run folder, on rank 0."""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero and trainer.log_dir is not None and trainer.loggers:
+            loop = next(c for c in trainer.callbacks if isinstance(c, MBPOLoop))
+            record_start(Path(trainer.log_dir), loop.env_steps, trainer.ckpt_path, str(trainer.precision),
+                         str(trainer.strategy.root_device), trainer.world_size)  # fmt: skip
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="json")

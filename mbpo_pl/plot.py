@@ -1,28 +1,22 @@
 """``python -m mbpo_pl plot RUN_DIR... -o curve.png``: learning curves from logged ``eval/return``.
 
-Runs of the same env are drawn together (one line per run, plus their mean when there are several); where the
-paper's MBPO returns are known for that env, they are drawn as a reference band (mean +/- std over seeds).
+Runs of the same env are drawn together (one line per run); where published MBPO curves exist for that env, their
+mean +/- std over seeds is drawn as a band on the same basis as the results (:mod:`mbpo_pl.basis`).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from mbpo_pl.basis import WINDOW, PublishedCurves, SeedStats, published_curves, smoothed
 from mbpo_pl.report import load_scalars
 
-# MBPO returns (mean, std over seeds) at given env steps, from the learning curves released with the DHMBPO
-# paper (TMLR 2025), which re-ran the official MBPO code.
-PAPER_MBPO_RETURNS: dict[str, list[tuple[int, float, float]]] = {
-    "Hopper": [(50_000, 1702, 799), (100_000, 3315, 334), (125_000, 3280, 455)],
-    "Walker2d": [(50_000, 836, 476), (100_000, 3476, 1048), (300_000, 4864, 488)],
-    "HalfCheetah": [(50_000, 7904, 597), (100_000, 9553, 689), (400_000, 13083, 936)],
-    "Ant": [(50_000, 782, 229), (100_000, 1453, 876), (300_000, 5281, 699)],
-    "Humanoid": [(50_000, 398, 79), (100_000, 579, 133), (300_000, 5162, 350)],
-}
-
+COLOURS = {"MBPO": "tab:blue", "SAC": "tab:orange"}
 
 def run_env_id(run_dir: Path) -> str:
     """The env id a run was trained on, from the ``config.yaml`` LightningCLI saved beside its logs."""
@@ -58,23 +52,93 @@ def draw_curves(
         for label, points in runs:
             steps, returns = zip(*points)
             axis.plot(steps, returns, alpha=0.7 if len(runs) > 1 else 1.0, label=label)
-        reference = PAPER_MBPO_RETURNS.get(env_id.split("-")[0])
-        if reference:
-            steps, means, stds = zip(*reference)
-            axis.fill_between(
-                steps,
-                [m - s for m, s in zip(means, stds)],
-                [m + s for m, s in zip(means, stds)],
-                color="gray",
-                alpha=0.25,
-                label="paper MBPO (mean ± std)",
-            )
-            axis.plot(steps, means, color="gray", linestyle="--", marker="o")
+        published = published_curves("mbpo", env_id)
+        if published is not None:
+            _draw_band(axis, _published_band(published), "gray", "published MBPO (mean ± std)")
         axis.set_title(title or env_id)
         axis.set_xlabel("env steps")
         axis.set_ylabel("evaluation return")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=100)
+    plt.close(figure)
+    return output
+
+
+def _grid(last_step: int, spacing: int = 1000) -> list[int]:
+    return list(range(WINDOW if spacing <= WINDOW else spacing, last_step + 1, spacing))
+
+
+def _published_band(published: PublishedCurves, last_step: int | None = None) -> list[tuple[float, SeedStats]]:
+    """The published mean ± std at every multiple of their evaluation spacing (1k for MBPO, 10k for SAC)."""
+    steps = [s for s, _ in next(iter(published.curves.values()))]
+    spacing = max(1000, round(statistics.median(b - a for a, b in zip(steps, steps[1:])) / 1000) * 1000)
+    end = published.last_step if last_step is None else min(last_step, published.last_step)
+    return smoothed(list(published.curves.values()), _grid(end, spacing))
+
+
+def _draw_band(axis, band: list[tuple[float, SeedStats]], colour: str, label: str, hatch: bool = False) -> None:  # noqa: ANN001
+    """``mean ± std`` over seeds as a line and a shaded band (the line alone where one seed has a value)."""
+    if not band:
+        return
+    xs = [x for x, _ in band]
+    means = [stats.mean for _, stats in band]
+    axis.plot(xs, means, color=colour, linestyle="--" if hatch else "-", linewidth=1.6, label=label)
+    lows, highs = zip(*(stats.band() for _, stats in band))
+    axis.fill_between(xs, lows, highs, color=colour, alpha=0.12 if hatch else 0.2, linewidth=0)
+
+
+def draw_results(env_id: str, ours: dict[str, list[tuple[int, list[tuple[int, float, float]]]]],
+                 published: dict[str, PublishedCurves | None], hardware: list[str], output: Path) -> Path:  # fmt: skip
+    """Two panels for one env: returns against env steps (our seeds thin, our mean ± std band and the published
+    curves' bands, all smoothed over the same trailing 5k-step window) and against wall-clock hours (our hardware
+    named; the published time axis is one run on the authors' hardware, which they do not state)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_steps, by_hours) = plt.subplots(1, 2, figsize=(13, 4.5))
+    # Up to the paper's MBPO budget, or further where our runs went further.
+    our_last = max(curve[-1][0] for runs in ours.values() for _, curve in runs)
+    mbpo = published.get("MBPO")
+    x_end = max(our_last, mbpo.last_step if mbpo is not None else 0)
+    for algorithm, reference in published.items():
+        if reference is None:
+            continue
+        colour = "gray" if algorithm == "MBPO" else "tab:brown"
+        band = _published_band(reference, x_end)
+        _draw_band(by_steps, band, colour, f"published {algorithm} (n = {len(reference.curves)}, mean ± std)",
+                   hatch=True)  # fmt: skip
+        # Their time column is one representative run: its hours at each step of the band.
+        steps, hours = zip(*((s, h) for (s, _), (h, _) in zip(next(iter(reference.curves.values())),
+                                                              next(iter(reference.hours.values())))))  # fmt: skip
+        if band:
+            xs = [float(np.interp(step, steps, hours)) for step, _ in band]
+            by_hours.plot(xs, [stats.mean for _, stats in band], color=colour, linestyle="--",
+                          label=f"published {algorithm} mean (authors' hardware, unknown)")  # fmt: skip
+    for algorithm, runs in ours.items():
+        colour = COLOURS.get(algorithm, "tab:green")
+        for seed, curve in runs:
+            steps, returns, walls = zip(*curve)
+            by_steps.plot(steps, returns, color=colour, alpha=0.3, linewidth=0.7)
+            by_hours.plot([w / 3600 for w in walls], returns, color=colour, alpha=0.5, linewidth=0.8,
+                          label=f"ours {algorithm} seed {seed}")  # fmt: skip
+        curves = [[(s, r) for s, r, _ in curve] for _, curve in runs]
+        band = smoothed(curves, _grid(max(c[-1][0] for c in curves)))
+        _draw_band(by_steps, band, colour, f"ours {algorithm} (n = {len(runs)}, mean ± std; seeds thin)")
+    by_steps.set_xlim(0, x_end * 1.02)
+    by_steps.set_title(f"{env_id}: evaluation return (trailing 5k-step mean)")
+    by_steps.set_xlabel("env steps")
+    by_hours.set_title("against training wall-clock time\nours: " + "; ".join(hardware), fontsize=9)
+    by_hours.set_xlabel("wall-clock hours")
+    for axis in (by_steps, by_hours):
+        axis.set_ylabel("evaluation return")
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=100)

@@ -1,34 +1,46 @@
 """Evaluation curves as committed data, and the results table and figures generated from them.
 
-    python -m mbpo_pl results export RUN_DIR... -o docs/results/hopper_seed0.csv [--hardware "2 CPU cores (...)"]
+    python -m mbpo_pl results export RUN_DIR... -o docs/results/hopper_seed0.csv [--hardware "..."] [--note "..."]
     python -m mbpo_pl results table [docs/results] [--write README.md]
+    python -m mbpo_pl results table --runs [docs/results] [--write docs/results.md]
     python -m mbpo_pl results plot [docs/results] [-o docs/results]
 
 ``export`` reads the TensorBoard logs of one run (several folders when a run was resumed into new ones) and writes
 ``env_steps,eval_return,wall_s`` (``wall_s``: training wall seconds up to that evaluation, from ``time/epoch_s``,
 so pauses between processes and suspensions by SIGTSTP are not counted), and records the run's env, seed,
-precision and hardware in ``runs.yaml`` beside the CSV. ``table`` prints the markdown table (``--write`` replaces
-the block between ``<!-- results-table -->`` and ``<!-- /results-table -->`` in a file); ``plot`` draws one figure
-per env with the paper's MBPO band.
+algorithm, precision, hardware, config hash and every start with its code commit in ``runs.yaml`` beside the CSV.
+``table`` prints the markdown table of each env and algorithm, ours beside the published curves on the same basis
+(:mod:`mbpo_pl.basis`; ``--runs``: one row per run; ``--write`` replaces the table's marked block in a file);
+``plot`` draws one figure per env against env steps and wall-clock hours.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import platform
+import hashlib
 import re
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from mbpo_pl.plot import PAPER_MBPO_RETURNS, draw_curves
+from mbpo_pl.basis import (
+    REFERENCE_DIR,
+    WINDOW,
+    Curve,
+    PublishedCurves,
+    SeedStats,
+    across_seeds,
+    published_curves,
+    window_mean,
+)
+from mbpo_pl.provenance import PROVENANCE, this_machine
 from mbpo_pl.report import load_scalars
 
 RESULTS_DIR = Path("docs/results")
 MANIFEST = "runs.yaml"
-WINDOW = 5000  # a return "at step S" is the mean of the evaluations in (S - WINDOW, S]
 
 
 def last_window(last_step: int) -> int:
@@ -37,8 +49,10 @@ def last_window(last_step: int) -> int:
 
 
 REFERENCE_STEPS = (50_000, 100_000)
+PAPER_ENVS = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid")
 PAPER_ENV_VERSION = "v5"  # the Gymnasium version of our configs of the paper envs
-BEGIN, END = "<!-- results-table -->", "<!-- /results-table -->"
+TABLES = {"summary": ("<!-- results-table -->", "<!-- /results-table -->"),
+          "runs": ("<!-- results-runs -->", "<!-- /results-runs -->")}  # fmt: skip
 
 # How our Gymnasium v5 configs differ from the v2 envs the paper ran, in the table's words; each config's header
 # (conf/<env>.yaml) gives the details and the Gymnasium changelog they come from.
@@ -46,7 +60,9 @@ V2_DIFFERENCES = {
     "HalfCheetah": "none",
     "Hopper": "no healthy reward on the falling step (1 less per fall)",
     "Walker2d": "v2's feet loaded; no healthy reward on the falling step (1 less per fall)",
-    "Ant": "no healthy reward on the falling step (1 less per fall); MuJoCo 3 contacts, so only approximately",
+    "Ant": "no healthy reward on the falling step (1 less per fall); MuJoCo 3 contacts, so its returns compare with "
+    "the paper's only approximately and the published σ is no fair yardstick (the reward terms in docs/results.md "
+    "show what a return is made of)",
     "Humanoid": "no healthy reward on the falling step (5 less per fall); MuJoCo 3 contacts and a revised model, "
     "so only approximately",
     "InvertedPendulum": "no reward on the failing step (1 less per failure)",
@@ -74,18 +90,20 @@ def eval_curve(run_dirs: list[Path]) -> list[tuple[int, float, float]]:
     return rows
 
 
-def this_machine() -> str:
-    """A short hardware label: the CPU model (``/proc/cpuinfo``), or the platform's processor string."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
-        if match:
-            return re.sub(r"\s+", " ", match.group(1)).strip()
-    return platform.processor() or platform.machine()
+def _run_starts(run_dirs: list[Path]) -> list[dict]:
+    """Every start of the run (fresh or resumed) recorded in its folders' ``provenance.yaml``, in order."""
+    starts = []
+    for run_dir in run_dirs:
+        record = run_dir / PROVENANCE
+        if record.is_file():
+            starts += yaml.safe_load(record.read_text()) or []
+    return starts
 
 
-def export(run_dirs: list[Path], output: Path, hardware: str | None = None) -> Path:
-    """Write the run's curve to ``output`` and its description to ``runs.yaml`` beside it."""
+def export(run_dirs: list[Path], output: Path, hardware: str | None = None, note: str | None = None) -> Path:
+    """Write the run's curve to ``output`` and its description to ``runs.yaml`` beside it: env, seed, algorithm,
+    precision, hardware and threads, the resolved config's hash, and every start of the run with its code commit
+    (from ``provenance.yaml`` in the run folder); ``note`` is kept beside them (e.g. a restart's reason)."""
     config_file = run_dirs[-1] / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -96,13 +114,22 @@ def export(run_dirs: list[Path], output: Path, hardware: str | None = None) -> P
     manifest_path = output.parent / MANIFEST
     manifest = yaml.safe_load(manifest_path.read_text()) if manifest_path.is_file() else {}
     threads = config.get("torch_threads")
-    manifest[output.name] = {
+    starts = _run_starts(run_dirs)
+    entry = {
         "env_id": config.get("data", {}).get("env_id", "unknown"),
         "seed": config.get("seed_everything"),
+        "algorithm": "MBPO" if config.get("loop", {}).get("use_model", True) else "SAC",
         "precision": config.get("trainer", {}).get("precision") or "32-true",  # Lightning's default
         "hardware": hardware or f"{this_machine()}" + (f", {threads} torch thread(s)" if threads else ""),
+        "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest()[:16] if config_file.is_file() else None,
     }
-    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=True))
+    if starts:
+        entry["commits"] = list(dict.fromkeys(start["commit"] for start in starts))
+        entry["starts"] = starts
+    if note or manifest.get(output.name, {}).get("note"):
+        entry["note"] = note or manifest[output.name]["note"]
+    manifest[output.name] = {**{k: v for k, v in manifest.get(output.name, {}).items() if k not in entry}, **entry}
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=True, width=110))
     return output
 
 
@@ -113,146 +140,168 @@ def read_curve(path: Path) -> list[tuple[int, float, float]]:
 
 def return_at(curve: list[tuple[int, float, float]], step: int, window: int = WINDOW) -> float | None:
     """Mean evaluation return in ``(step - window, step]``, or ``None`` when the run did not reach ``step``."""
-    if not curve or curve[-1][0] < step:
-        return None
-    window = [ret for s, ret, _ in curve if step - window < s <= step]
-    return statistics.fmean(window) if window else None
+    return window_mean([(s, r) for s, r, _ in curve], step, window)
 
 
-def _paper_figure(env_id: str, step: int) -> tuple[float, float] | None:
-    """The paper's MBPO ``(mean, std)`` for ``env_id`` at ``step``, if it reports one."""
-    for ref_step, mean, std in PAPER_MBPO_RETURNS.get(env_id.split("-")[0], []):
-        if ref_step == step:
-            return mean, std
-    return None
+@dataclass
+class Run:
+    """One committed curve: its CSV name, its ``runs.yaml`` entry and ``[(env_steps, return, wall_s)]``."""
+
+    name: str
+    meta: dict
+    curve: list[tuple[int, float, float]]
+
+    @property
+    def env_id(self) -> str:
+        return self.meta["env_id"]
+
+    @property
+    def algorithm(self) -> str:
+        return self.meta.get("algorithm", "MBPO")
+
+    @property
+    def returns(self) -> Curve:
+        return [(s, r) for s, r, _ in self.curve]
+
+    @property
+    def last_step(self) -> int:
+        return self.curve[-1][0]
+
+    def wall_hours_at(self, step: int) -> float:
+        return max((w for s, _, w in self.curve if s <= step), default=0.0) / 3600
 
 
-def paper_at(env_id: str, step: int) -> str:
-    figure = _paper_figure(env_id, step)
-    return "—" if figure is None else f"{figure[0]:,.0f} ± {figure[1]:,.0f}"
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f}"
-
-
-def _sigmas(value: float, env_id: str, step: int) -> str | None:
-    """``value``'s distance from the paper's mean in the paper's standard deviations, e.g. ``+2.0 σ`` (below -1 σ is
-    under the paper's band, above +1 σ over it), or ``None`` where the paper has no figure."""
-    figure = _paper_figure(env_id, step)
-    return None if figure is None else f"{(value - figure[0]) / figure[1]:+.1f} σ"
-
-
-def _against_paper(value: float | None, env_id: str, step: int) -> str:
-    """``value`` formatted with its distance from the paper's mean, e.g. ``1,240 (+2.0 σ)``."""
-    sigmas = None if value is None else _sigmas(value, env_id, step)
-    return _fmt(value) if sigmas is None else f"{value:,.0f} ({sigmas})"
-
-
-def load_runs(results_dir: Path) -> list[tuple[str, dict, list[tuple[int, float, float]]]]:
-    """``[(csv name, manifest entry, curve)]`` for every CSV in ``results_dir``, ordered by env then seed."""
+def load_runs(results_dir: Path) -> list[Run]:
+    """Every CSV in ``results_dir`` with its ``runs.yaml`` entry, ordered by env, algorithm, then seed."""
     manifest_path = results_dir / MANIFEST
     manifest = yaml.safe_load(manifest_path.read_text()) if manifest_path.is_file() else {}
     runs = []
     for path in sorted(results_dir.glob("*.csv")):
         if path.name not in manifest:
             raise SystemExit(f"{path}: not described in {manifest_path} (write CSVs with `results export`)")
-        runs.append((path.name, manifest[path.name], read_curve(path)))
-    return sorted(runs, key=lambda run: (run[1]["env_id"], run[1]["seed"] or 0))
+        runs.append(Run(path.name, manifest[path.name], read_curve(path)))
+    return sorted(runs, key=lambda run: (run.env_id, run.algorithm, run.meta["seed"] or 0))
 
 
-def _mean_std(values: list[float]) -> str:
-    """``mean ± std`` (sample std over seeds); a single value alone."""
-    if len(values) == 1:
-        return _fmt(values[0])
-    return f"{statistics.fmean(values):,.0f} ± {statistics.stdev(values):,.0f}"
+def _env_order(env_id: str) -> tuple[int, str]:
+    name = env_id.split("-")[0]
+    return (PAPER_ENVS.index(name) if name in PAPER_ENVS else len(PAPER_ENVS), env_id)
 
 
-def _last_return(curve: list[tuple[int, float, float]]) -> float | None:
-    return return_at(curve, curve[-1][0], last_window(curve[-1][0]))
-
-
-def _by_env(runs: list[tuple[str, dict, list[tuple[int, float, float]]]]) -> dict[str, list]:
-    """The runs of :func:`load_runs` grouped by env id, in their order."""
-    grouped: dict[str, list] = {}
+def _by_env_and_algorithm(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
+    """``{env_id: {algorithm: [runs]}}``, paper envs first (with no run yet: empty), then the others."""
+    grouped: dict[str, dict[str, list[Run]]] = {f"{name}-{PAPER_ENV_VERSION}": {} for name in PAPER_ENVS}
     for run in runs:
-        grouped.setdefault(run[1]["env_id"], []).append(run)
-    return grouped
+        grouped.setdefault(run.env_id, {}).setdefault(run.algorithm, []).append(run)
+    return {env_id: grouped[env_id] for env_id in sorted(grouped, key=_env_order)}
 
 
-def _row(env_id: str, head: list[str], at_steps: list[str], tail: list[str]) -> str:
-    """A table row: ``head`` (env, seed, steps reached), each reference step's return beside the paper's, ``tail``,
-    and how the env differs from the paper's."""
-    cells = list(head)
-    for step, value in zip(REFERENCE_STEPS, at_steps):
-        cells += [value, paper_at(env_id, step)]
-    return "| " + " | ".join(cells + tail + [V2_DIFFERENCES.get(env_id.split("-")[0], "—")]) + " |"
+def _cell(stats: SeedStats | None) -> str:
+    return "—" if stats is None else str(stats)
 
 
-def _seeds_row(env_id: str, curves: list[list[tuple[int, float, float]]], seeds: list) -> str:
-    """The row of an env run with several seeds: mean ± std over the seeds that reached each step (``n`` of them
-    when not all did), and in the last-step column over all seeds at the least step they all reached (a mean of
-    each seed's own last step would mix returns from different stages of training)."""
-    at_steps = []
-    for step in REFERENCE_STEPS:
-        reached = [value for value in (return_at(curve, step) for curve in curves) if value is not None]
-        if not reached:
-            at_steps.append("—")
-            continue
-        notes = [f"n = {len(reached)}"] if len(reached) < len(curves) else []
-        sigmas = _sigmas(statistics.fmean(reached), env_id, step)
-        notes += [sigmas] if sigmas else []
-        at_steps.append(_mean_std(reached) + (f" ({', '.join(notes)})" if notes else ""))
-    least = min(curve[-1][0] for curve in curves)
-    head = [f"{env_id}: {len(curves)} seeds", ", ".join(map(str, seeds)), f"{least:,} (least)"]
-    at_least = [return_at(curve, least, last_window(least)) for curve in curves]
-    return _row(env_id, head, at_steps, [_mean_std(at_least)] + ["—"] * 3)
+def _versus(ours: SeedStats | None, published: SeedStats | None) -> str:
+    """Our distance from the published mean in the published σ, and whether the ``mean ± std`` bands overlap."""
+    if ours is None or published is None:
+        return "—"
+    sigmas = ours.sigmas_from(published)
+    distance = "" if sigmas is None else f"{sigmas:+.1f} σ, "
+    return distance + ("bands overlap" if ours.overlaps(published) else "bands apart")
 
 
-def table(results_dir: Path) -> str:
-    """The markdown results table: one row per run, a mean ± std row per env with several seeds, and a row with
-    the paper's figures for each paper env without a run."""
+def _our_row(env_id: str, algorithm: str, runs: list[Run], published: PublishedCurves | None) -> str:
+    curves = [run.returns for run in runs]
+    least = min(run.last_step for run in runs)
+    reference = list(published.curves.values()) if published is not None else []
+    at = [across_seeds(curves, step) for step in REFERENCE_STEPS]
+    versus = [_versus(ours, across_seeds(reference, step) if reference else None)
+              for ours, step in zip(at, REFERENCE_STEPS)]  # fmt: skip
+    last = across_seeds(curves, least, last_window(least))
+    wall = statistics.fmean(run.wall_hours_at(least) for run in runs)
+    seeds = ", ".join(str(run.meta["seed"]) for run in runs)
+    cells = [env_id, algorithm, seeds, f"{least:,}", *map(_cell, at), _cell(last), *versus, f"{wall:.1f}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _published_row(env_id: str, published: PublishedCurves) -> str:
+    curves = list(published.curves.values())
+    at = [across_seeds(curves, step) for step in REFERENCE_STEPS]
+    last = across_seeds(curves, published.last_step)
+    hours = max(h for h, _ in next(iter(published.hours.values())))
+    cells = [env_id, f"published {published.algorithm}", f"{len(curves)} seeds", f"{published.last_step:,}",
+             *map(_cell, at), _cell(last), "—", "—", f"{hours:.1f} (authors' hardware)"]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(results_dir: Path, reference_dir: Path = REFERENCE_DIR) -> str:
+    """The markdown results table: per env and algorithm, our seeds and the published curves on one basis."""
     header = (
-        "| env | seed | env steps reached | return at 50k | paper MBPO at 50k | return at 100k | paper MBPO at 100k "
-        "| return at the last step | wall h | precision | hardware | v5 vs the paper's v2 |"
+        "| env | algorithm | seeds | env steps (all seeds) | return at 50k | return at 100k | return at the last step "
+        "| vs published at 50k | vs published at 100k | wall h |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    by_env = _by_env(load_runs(results_dir))
-    for name in PAPER_MBPO_RETURNS:
-        if not any(env_id.split("-")[0] == name for env_id in by_env):
-            by_env[f"{name}-{PAPER_ENV_VERSION}"] = []
-    for env_id in sorted(by_env):
-        runs = by_env[env_id]
-        if not runs:
-            lines.append(_row(env_id, [env_id, "—", "no run yet"], ["—"] * len(REFERENCE_STEPS), ["—"] * 4))
-        for name, meta, curve in runs:
-            at_steps = [_against_paper(return_at(curve, step), env_id, step) for step in REFERENCE_STEPS]
-            tail = [_fmt(_last_return(curve)), f"{curve[-1][2] / 3600:.1f}", str(meta["precision"]), meta["hardware"]]
-            lines.append(_row(env_id, [f"[{env_id}]({name})", str(meta["seed"]), f"{curve[-1][0]:,}"], at_steps, tail))
-        if len(runs) > 1:
-            lines.append(_seeds_row(env_id, [curve for *_, curve in runs], [meta["seed"] for _, meta, _ in runs]))
+    grouped = _by_env_and_algorithm(load_runs(results_dir))
+    for env_id, by_algorithm in grouped.items():
+        for algorithm in ("MBPO", "SAC"):
+            published = published_curves(algorithm, env_id, reference_dir)
+            runs = by_algorithm.get(algorithm, [])
+            if runs:
+                lines.append(_our_row(env_id, algorithm, runs, published))
+            elif published is not None:
+                lines.append("| " + " | ".join([env_id, algorithm, "no run yet"] + ["—"] * 7) + " |")
+            if published is not None:
+                lines.append(_published_row(env_id, published))
+    lines += ["", "How each Gymnasium v5 env differs from the paper's v2:", ""]
+    lines += [f"* {env_id}: {V2_DIFFERENCES.get(env_id.split('-')[0], '—')}" for env_id in grouped]
     return "\n".join(lines)
 
 
-def write_table(results_dir: Path, target: Path) -> None:
-    """Replace the marked block in ``target`` with the table (links made relative to ``target``)."""
+def runs_table(results_dir: Path) -> str:
+    """One row per committed run: where it got, its returns on the same basis, and how it was made."""
+    header = (
+        "| run | algorithm | seed | env steps reached | return at 50k | return at 100k | return at the last step "
+        "| wall h | precision | hardware | code |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for run in load_runs(results_dir):
+        at = [window_mean(run.returns, step) for step in REFERENCE_STEPS]
+        last = window_mean(run.returns, run.last_step, last_window(run.last_step))
+        code = ", ".join(run.meta.get("commits", [])) or "not recorded"
+        returns = [("—" if v is None else f"{v:,.0f}") for v in (*at, last)]
+        wall = f"{run.wall_hours_at(run.last_step):.1f}"
+        cells = [f"[{run.env_id}]({run.name})", run.algorithm, str(run.meta["seed"]), f"{run.last_step:,}",
+                 *returns, wall, str(run.meta["precision"]), run.meta["hardware"], code]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_table(results_dir: Path, target: Path, which: str = "summary") -> None:
+    """Replace ``which`` table's marked block in ``target`` (links made relative to ``target``)."""
+    begin, end = TABLES[which]
     text = target.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{target}: no {BEGIN} ... {END} block to replace")
+    if begin not in text or end not in text:
+        raise SystemExit(f"{target}: no {begin} ... {end} block to replace")
     prefix = Path(results_dir).resolve().relative_to(target.parent.resolve())
-    body = re.sub(r"\]\(([^)]+\.csv)\)", lambda m: f"]({prefix.as_posix()}/{m.group(1)})", table(results_dir))
-    before, rest = text.split(BEGIN, 1)
-    after = rest.split(END, 1)[1]
-    target.write_text(f"{before}{BEGIN}\n{body}\n{END}{after}")
+    body = table(results_dir) if which == "summary" else runs_table(results_dir)
+    body = re.sub(r"\]\(([^)]+\.csv)\)", lambda m: f"]({prefix.as_posix()}/{m.group(1)})", body)
+    before, rest = text.split(begin, 1)
+    after = rest.split(end, 1)[1]
+    target.write_text(f"{before}{begin}\n{body}\n{end}{after}")
 
 
-def plot(results_dir: Path, output_dir: Path) -> list[Path]:
-    """One PNG per env: every seed's curve and the paper's MBPO band where known."""
+def plot(results_dir: Path, output_dir: Path, reference_dir: Path = REFERENCE_DIR) -> list[Path]:
+    """One PNG per env: returns against env steps and against wall-clock hours, ours and published."""
+    from mbpo_pl.plot import draw_results
+
     written = []
-    for env_id, runs in _by_env(load_runs(results_dir)).items():
-        curves = [(f"seed {meta['seed']}", [(s, r) for s, r, _ in curve]) for _, meta, curve in runs]
+    for env_id, by_algorithm in _by_env_and_algorithm(load_runs(results_dir)).items():
+        if not by_algorithm:
+            continue
+        published = {algorithm: published_curves(algorithm, env_id, reference_dir) for algorithm in ("MBPO", "SAC")}
+        ours = {algorithm: [(run.meta["seed"], run.curve) for run in runs] for algorithm, runs in by_algorithm.items()}
+        hardware = sorted({run.meta["hardware"] for runs in by_algorithm.values() for run in runs})
         slug = env_id.split("-")[0].lower()
-        written.append(draw_curves({env_id: curves}, output_dir / f"{slug}.png"))
+        written.append(draw_results(env_id, ours, published, hardware, output_dir / f"{slug}.png"))
     return written
 
 
@@ -264,9 +313,11 @@ def main(argv: list[str] | None = None) -> None:
     exporting.add_argument("run_dirs", nargs="+", type=Path, help="the run's folders (logs/ENV/version_N)")
     exporting.add_argument("-o", "--output", type=Path, required=True, help="CSV to write, e.g. docs/results/x.csv")
     exporting.add_argument("--hardware", default=None, help="hardware label (default: this machine's CPU model)")
+    exporting.add_argument("--note", default=None, help="kept in runs.yaml beside the run (e.g. why it restarted)")
     tabling = commands.add_parser("table", help="the markdown results table from the CSVs")
     tabling.add_argument("results_dir", nargs="?", type=Path, default=RESULTS_DIR)
     tabling.add_argument("--write", type=Path, default=None, help="replace the marked table block in this file")
+    tabling.add_argument("--runs", action="store_true", help="the per-run table (<!-- results-runs --> block)")
     plotting = commands.add_parser("plot", help="one figure per env with the paper's band")
     plotting.add_argument("results_dir", nargs="?", type=Path, default=RESULTS_DIR)
     plotting.add_argument("-o", "--output-dir", type=Path, default=None, help="default: the results folder")
@@ -275,11 +326,12 @@ def main(argv: list[str] | None = None) -> None:
         for run_dir in args.run_dirs:
             if not run_dir.is_dir():
                 raise SystemExit(f"{run_dir}: no such run directory")
-        print(export(args.run_dirs, args.output, args.hardware))
+        print(export(args.run_dirs, args.output, args.hardware, args.note))
     elif args.command == "table":
+        which = "runs" if args.runs else "summary"
         if args.write is not None:
-            write_table(args.results_dir, args.write)
-        print(table(args.results_dir))
+            write_table(args.results_dir, args.write, which)
+        print(runs_table(args.results_dir) if args.runs else table(args.results_dir))
     else:
         for path in plot(args.results_dir, args.output_dir or args.results_dir):
             print(path)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from tests_support import tiny_config_with_checkpoints
 
 from callbacks import Evaluation
@@ -56,6 +57,11 @@ def test_resume_last_continues_the_same_run_folder_and_curve(env_named_config, t
     assert len(list((runs / "version_0").glob("events.out.tfevents.*"))) == 2  # one file per process, one folder
     steps = [step for step, _ in load_scalars(runs / "version_0")["eval/return"]]
     assert steps == [200, 300]  # 200 from the first process, 300 from the resumed one
+    # Each start is recorded in the run folder: where it started, from which checkpoint, with which code.
+    starts = yaml.safe_load((runs / "version_0" / "provenance.yaml").read_text())
+    assert [start["env_steps"] for start in starts] == [0, 200]
+    assert starts[0]["resumed_from"] is None and starts[1]["resumed_from"].endswith("version_0/checkpoints/last.ckpt")
+    assert all(start["commit"] and start["torch_threads"] >= 1 for start in starts)
 
 
 def test_resume_from_a_run_folder(env_named_config, tmp_path):
