@@ -124,19 +124,32 @@ class Evaluation(Callback):
         """``num_episodes`` deterministic episodes."""
         return evaluate_policy(self._policy(pl_module), self.env, self.num_episodes, self.seed)
 
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # An evaluation's figures stay in `trainer.callback_metrics` to the end of the epoch it happened in, so a
+        # ModelCheckpoint or EarlyStopping monitoring `eval/return` compares evaluations, never a stale one again.
+        for key in [key for key in trainer.callback_metrics if key.startswith("eval/")]:
+            del trainer.callback_metrics[key]
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loop = find_loop(trainer)
         # The global count advances by world_size per step: evaluate at the step that reaches a multiple.
-        if loop.env_steps % self.every_n_env_steps >= loop.world_size or not trainer.is_global_zero:
+        if loop.env_steps % self.every_n_env_steps >= loop.world_size:
             return
         if self.history and self.history[-1][0] == loop.env_steps:
             return
-        with loop.clock.timed("eval"):
-            evaluation = self.evaluate(pl_module)
-            self.last_return = evaluation.mean
-            self.history.append((loop.env_steps, self.last_return))
-            if self.video_env is not None and loop.env_steps % self.video_every_n_env_steps < loop.world_size:
-                self.log_video(trainer, self.record_video(pl_module), loop.env_steps)
-            pl_module.log_metrics(evaluation.metrics("eval/"), loop.env_steps)
+        metrics = None
+        if trainer.is_global_zero:
+            with loop.clock.timed("eval"):
+                evaluation = self.evaluate(pl_module)
+                if self.video_env is not None and loop.env_steps % self.video_every_n_env_steps < loop.world_size:
+                    self.log_video(trainer, self.record_video(pl_module), loop.env_steps)
+                metrics = evaluation.metrics("eval/")
+                pl_module.log_metrics(metrics, loop.env_steps)
+        if trainer.world_size > 1:  # rank 0 evaluates; every rank's callbacks (ModelCheckpoint) see the result
+            metrics = trainer.strategy.broadcast(metrics, src=0)
+        self.last_return = metrics["eval/return"]
+        self.history.append((loop.env_steps, self.last_return))
+        # Into Lightning's callback metrics (the loggers already have them, at the env-step x-axis).
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False, logger=False)

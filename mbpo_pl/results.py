@@ -100,10 +100,12 @@ def _run_starts(run_dirs: list[Path]) -> list[dict]:
     return starts
 
 
-def export(run_dirs: list[Path], output: Path, hardware: str | None = None, note: str | None = None) -> Path:
+def export(run_dirs: list[Path], output: Path, hardware: str | None = None, note: str | None = None,
+           commit: str | None = None) -> Path:
     """Write the run's curve to ``output`` and its description to ``runs.yaml`` beside it: env, seed, algorithm,
     precision, hardware and threads, the resolved config's hash, and every start of the run with its code commit
-    (from ``provenance.yaml`` in the run folder); ``note`` is kept beside them (e.g. a restart's reason)."""
+    (from ``provenance.yaml`` in the run folder; ``commit`` for a run whose folder has none); ``note`` is kept
+    beside them (e.g. a restart's reason)."""
     config_file = run_dirs[-1] / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +128,8 @@ def export(run_dirs: list[Path], output: Path, hardware: str | None = None, note
     if starts:
         entry["commits"] = list(dict.fromkeys(start["commit"] for start in starts))
         entry["starts"] = starts
+    elif commit:
+        entry["commits"] = [commit]
     if note or manifest.get(output.name, {}).get("note"):
         entry["note"] = note or manifest[output.name]["note"]
     manifest[output.name] = {**{k: v for k, v in manifest.get(output.name, {}).items() if k not in entry}, **entry}
@@ -314,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     exporting.add_argument("-o", "--output", type=Path, required=True, help="CSV to write, e.g. docs/results/x.csv")
     exporting.add_argument("--hardware", default=None, help="hardware label (default: this machine's CPU model)")
     exporting.add_argument("--note", default=None, help="kept in runs.yaml beside the run (e.g. why it restarted)")
+    exporting.add_argument("--commit", default=None, help="code commit of a run whose folder has no provenance.yaml")
     tabling = commands.add_parser("table", help="the markdown results table from the CSVs")
     tabling.add_argument("results_dir", nargs="?", type=Path, default=RESULTS_DIR)
     tabling.add_argument("--write", type=Path, default=None, help="replace the marked table block in this file")
@@ -326,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         for run_dir in args.run_dirs:
             if not run_dir.is_dir():
                 raise SystemExit(f"{run_dir}: no such run directory")
-        print(export(args.run_dirs, args.output, args.hardware, args.note))
+        print(export(args.run_dirs, args.output, args.hardware, args.note, args.commit))
     elif args.command == "table":
         which = "runs" if args.runs else "summary"
         if args.write is not None:
