@@ -6,7 +6,7 @@ CONFIG ?= conf/inverted_pendulum.yaml
 STEPS ?= 5000
 TRAIN_ARGS := $(if $(STEPS),--loop.total_env_steps $(STEPS))
 
-.PHONY: install train test test-slow lint clean
+.PHONY: install train test test-slow lint bench-peer clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,9 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -m slow tests
+
+bench-peer: install
+	$(PY) benchmarks/peer.py --json benchmarks/peer_cpu2.json
 
 lint: install
 	$(PY) -m ruff check mbpo_pl callbacks tests benchmarks

@@ -63,9 +63,10 @@ class LogConfigCallback(SaveConfigCallback):
     machine, env step, checkpoint resumed from) to ``provenance.yaml`` in the run folder, on rank 0."""
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.is_global_zero and trainer.log_dir is not None and trainer.loggers:
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+        if trainer.is_global_zero and log_dir is not None and trainer.loggers:
             loop = next(c for c in trainer.callbacks if isinstance(c, MBPOLoop))
-            record_start(Path(trainer.log_dir), loop.env_steps, trainer.ckpt_path, str(trainer.precision),
+            record_start(Path(log_dir), loop.env_steps, trainer.ckpt_path, str(trainer.precision),
                          str(trainer.strategy.root_device), trainer.world_size)  # fmt: skip
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +133,9 @@ def draw_results(env_id: str, ours: dict[str, list[tuple[int, list[tuple[int, fl
     by_steps.set_xlim(0, x_end * 1.02)
     by_steps.set_title(f"{env_id}: evaluation return (trailing 5k-step mean)")
     by_steps.set_xlabel("env steps")
-    by_hours.set_title("against training wall-clock time\nours: " + "; ".join(hardware), fontsize=9)
-    by_hours.set_xlabel("wall-clock hours")
+    by_hours.set_title("against training wall-clock time")
+    ours_hardware = textwrap.fill("ours: " + "; ".join(hardware), width=95)
+    by_hours.set_xlabel(f"wall-clock hours\n{ours_hardware}", fontsize=8)
     for axis in (by_steps, by_hours):
         axis.set_ylabel("evaluation return")
         axis.grid(alpha=0.3)

@@ -1,0 +1,145 @@
+"""Side by side with mbrl-lib (facebookresearch's MBPO, ``mbrl`` 0.2.0): the same work on the same data, same sizes
+and thread count, each side in its own interpreter, interleaved in rounds.
+
+    python benchmarks/peer.py [--rounds 4] [--threads 2] [--peer-python PATH] [--json benchmarks/peer_cpu2.json]
+
+mbrl-lib pins Gymnasium 0.26.3 and an old hydra-core, so it lives in its own venv: ``.peer-venv/`` is created on
+first use (torch 2.13.0 first, then its dependencies, then ``mbrl==0.2.0`` without its pins), or give one with
+``--peer-python``. Each round runs ``benchmarks/peer_worker.py`` once per side (ours fp32, ours bf16-mixed, mbrl-lib)
+in a fresh process, the order rotating from round to round; the table gives each figure's median over rounds with
+its spread (min–max) and mbrl-lib's median over ours. The composite "per 1000 env steps" is the work of 1000 Hopper
+env steps late in an MBPO run: 20,000 SAC updates, 240 model-training epochs and 4 rollouts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "benchmarks" / "peer_worker.py"
+PEER_VENV = REPO / ".peer-venv"
+PEER_INSTALL = [
+    ["torch==2.13.0"],
+    ["gymnasium==0.26.3", "mujoco==2.3.3", "hydra-core>=1.3,<1.4", "omegaconf>=2.3,<2.4", "numpy<2", "tensorboard",
+     "termcolor", "imageio", "pandas", "tqdm"],
+    ["mbrl==0.2.0", "--no-deps"],
+]  # fmt: skip
+SIDES = ["ours", "mbrl", "ours-bf16"]
+FIGURES = {"sac_update_ms": "SAC update (ms)", "model_epoch_s": "model epoch (s)", "rollout_s": "rollout (s)"}
+COMPOSITE = {"sac_update_ms": 20_000 / 1000, "model_epoch_s": 240, "rollout_s": 4}  # seconds per 1000 env steps
+
+
+def peer_python(given: str | None) -> str:
+    if given:
+        return given
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PEER_VENV} for mbrl-lib (a few minutes, once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        for packages in PEER_INSTALL:
+            subprocess.run([str(python), "-m", "pip", "install", "--quiet", *packages], check=True)
+    return str(python)
+
+
+def hopper_transitions(path: Path, count: int = 20_000, seed: int = 0) -> Path:
+    """``count`` Hopper-v5 transitions under uniform-random actions (what both sides train and roll out on)."""
+    import gymnasium as gym
+
+    env, rng = gym.make("Hopper-v5"), np.random.default_rng(seed)
+    columns: dict[str, list] = {key: [] for key in ("obs", "act", "reward", "next_obs", "terminated")}
+    obs, _ = env.reset(seed=seed)
+    while len(columns["obs"]) < count:
+        action = rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for key, value in zip(columns, (obs, action, reward, next_obs, terminated)):
+            columns[key].append(value)
+        obs = next_obs if not (terminated or truncated) else env.reset(seed=int(rng.integers(2**30)))[0]
+    np.savez(path, **{key: np.asarray(value, dtype=bool if key == "terminated" else np.float32)
+                      for key, value in columns.items()})  # fmt: skip
+    return path
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def run_round(round_number: int, pythons: dict[str, str], data: Path, threads: int, repeats: int) -> list[dict]:
+    order = SIDES[round_number % len(SIDES) :] + SIDES[: round_number % len(SIDES)]
+    results = []
+    for side in order:
+        command = [pythons[side], str(WORKER), side, str(data), "--threads", str(threads), "--repeats", str(repeats)]
+        out = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        if out.returncode != 0:
+            raise SystemExit(f"{side} failed:\n{out.stderr[-3000:]}")
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"  round {round_number + 1} {side:<10} " + "  ".join(f"{k} {results[-1][k]:.4g}" for k in FIGURES),
+              flush=True)  # fmt: skip
+    return results
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for side in SIDES:
+        mine = [row for row in rows if row["side"] == side]
+        summary[side] = {}
+        for figure in FIGURES:
+            values = [row[figure] for row in mine]
+            summary[side][figure] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        composite = [sum(row[f] * w / (1000 if f == "sac_update_ms" else 1) for f, w in COMPOSITE.items())
+                     for row in mine]  # fmt: skip
+        summary[side]["per_1000_env_steps_s"] = {
+            "median": statistics.median(composite), "min": min(composite), "max": max(composite)
+        }  # fmt: skip
+    return summary
+
+
+def table(summary: dict, cpu: str, threads: int, rounds: int) -> str:
+    figures = {**FIGURES, "per_1000_env_steps_s": "per 1000 env steps (s)"}
+    lines = [f"{cpu}, {threads} torch thread(s), {rounds} rounds (median [min–max])", "",
+             "| figure | mbrl-lib 0.2.0 | ours fp32 | ours bf16-mixed | mbrl-lib / ours fp32 | mbrl-lib / ours bf16 |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for key, label in figures.items():
+        cells = [f"{s[key]['median']:.3g} [{s[key]['min']:.3g}–{s[key]['max']:.3g}]"
+                 for s in (summary["mbrl"], summary["ours"], summary["ours-bf16"])]  # fmt: skip
+        peer = summary["mbrl"][key]["median"]
+        ratios = [f"{peer / summary[side][key]['median']:.2f}×" for side in ("ours", "ours-bf16")]
+        lines.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20, help="timed env steps of G SAC updates per round")
+    parser.add_argument("--peer-python", default=None, help="a python with mbrl==0.2.0 (default: .peer-venv)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    pythons = {"ours": sys.executable, "ours-bf16": sys.executable, "mbrl": peer_python(args.peer_python)}
+    cpu = cpu_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = hopper_transitions(Path(tmp) / "hopper.npz")
+        rows = [row for r in range(args.rounds) for row in run_round(r, pythons, data, args.threads, args.repeats)]
+    summary = summarise(rows)
+    print()
+    print(table(summary, cpu, args.threads, args.rounds))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"cpu": cpu, "threads": args.threads, "rounds": args.rounds,
+                                         "summary": summary, "rows": rows}, indent=1))  # fmt: skip
+        print(f"\n{args.json}")
+
+
+if __name__ == "__main__":
+    main()
