@@ -3,11 +3,11 @@ and ``EarlyStopping(monitor="eval/return")`` stops a run, added from the command
 
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from tests_support import TINY
 
 from callbacks import Evaluation
 from mbpo_pl import load_policy
 from mbpo_pl.cli import main
-from tests_support import TINY
 
 
 def _callback(cli, kind):
