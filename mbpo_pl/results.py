@@ -221,6 +221,7 @@ def _our_row(env_id: str, algorithm: str, runs: list[Run], published: PublishedC
     versus = [_versus(ours, across_seeds(reference, step) if reference else None)
               for ours, step in zip(at, REFERENCE_STEPS)]  # fmt: skip
     last = across_seeds(curves, least, last_window(least))
+    versus.append(_versus(last, across_seeds(reference, least, last_window(least)) if reference else None))
     wall = statistics.fmean(run.wall_hours_at(least) for run in runs)
     seeds = ", ".join(str(run.meta["seed"]) for run in runs)
     cells = [env_id, algorithm, seeds, f"{least:,}", *map(_cell, at), _cell(last), *versus, f"{wall:.1f}"]
@@ -233,7 +234,7 @@ def _published_row(env_id: str, published: PublishedCurves) -> str:
     last = across_seeds(curves, published.last_step)
     hours = max(h for h, _ in next(iter(published.hours.values())))
     cells = [env_id, f"published {published.algorithm}", f"{len(curves)} seeds", f"{published.last_step:,}",
-             *map(_cell, at), _cell(last), "—", "—", f"{hours:.1f} (authors' hardware)"]  # fmt: skip
+             *map(_cell, at), _cell(last), "—", "—", "—", f"{hours:.1f} (authors' hardware)"]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
 
@@ -241,7 +242,7 @@ def table(results_dir: Path, reference_dir: Path = REFERENCE_DIR) -> str:
     """The markdown results table: per env and algorithm, our seeds and the published curves on one basis."""
     header = (
         "| env | algorithm | seeds | env steps (all seeds) | return at 50k | return at 100k | return at the last step "
-        "| vs published at 50k | vs published at 100k | wall h |"
+        "| vs published at 50k | vs published at 100k | vs published at the last step | wall h |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     grouped = _by_env_and_algorithm(load_runs(results_dir))
@@ -252,7 +253,7 @@ def table(results_dir: Path, reference_dir: Path = REFERENCE_DIR) -> str:
             if runs:
                 lines.append(_our_row(env_id, algorithm, runs, published))
             elif published is not None:
-                lines.append("| " + " | ".join([env_id, algorithm, "no run yet"] + ["—"] * 7) + " |")
+                lines.append("| " + " | ".join([env_id, algorithm, "no run yet"] + ["—"] * 8) + " |")
             if published is not None:
                 lines.append(_published_row(env_id, published))
     lines += ["", "How each Gymnasium v5 env differs from the paper's v2:", ""]

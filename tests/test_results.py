@@ -44,7 +44,8 @@ def test_export_table_and_plot_from_a_real_run(logdir, tmp_path):
     (row,) = [line for line in markdown.splitlines() if line.startswith("| InvertedPendulum")]
     _, last, wall_s = read_curve(path)[-1]
     # a 300-step run: the last fifth (60 steps) holds the last evaluation; wall hours from the CSV's last wall_s
-    expected = f"| InvertedPendulum-v5 | MBPO | 0 | 300 | — | — | {last:,.0f} (n = 1) | — | — | {wall_s / 3600:.1f} |"
+    wall_h = wall_s / 3600
+    expected = f"| InvertedPendulum-v5 | MBPO | 0 | 300 | — | — | {last:,.0f} (n = 1) | — | — | — | {wall_h:.1f} |"
     assert row == expected
     (run_row,) = [line for line in runs_table(results).splitlines() if line.startswith("| [InvertedPendulum")]
     assert run_row.startswith("| [InvertedPendulum-v5](invertedpendulum_seed0.csv) | MBPO | 0 | 300 |")
@@ -146,6 +147,9 @@ def test_table_puts_our_seeds_beside_the_published_curves(tmp_path):
     assert mbpo[2:7] == ["0, 1, 2", "50,000", "2,000 ± 1,000 (n = 3)", "4,000 (n = 1)", "2,000 ± 1,000 (n = 3)"]
     assert mbpo[7] == f"{(2000 - 1441.4) / 835.8:+.1f} σ, bands overlap"
     assert rows[1][4] == "1,441 ± 836 (n = 5)"
+    # at the least step all seeds reached (50k), against the published MBPO at 50k on the same basis
+    assert mbpo[9] == mbpo[7]
     sac = rows[2]
     assert sac[4:6] == ["500 (n = 1)", "500 (n = 1)"] and sac[8] == f"{(500 - 2667) / 802:+.1f} σ, bands apart"
+    assert sac[9] == sac[8]  # its last step is 100k
     assert "* Hopper-v5: no healthy reward on the falling step (1 less per fall)" in lines
