@@ -35,7 +35,7 @@ PEER_INSTALL = [
 ]  # fmt: skip
 SIDES = ["ours", "mbrl", "ours-bf16"]
 FIGURES = {"sac_update_ms": "SAC update (ms)", "model_epoch_s": "model epoch (s)", "rollout_s": "rollout (s)"}
-COMPOSITE = {"sac_update_ms": 20_000 / 1000, "model_epoch_s": 240, "rollout_s": 4}  # seconds per 1000 env steps
+COMPOSITE = {"sac_update_ms": 20_000, "model_epoch_s": 240, "rollout_s": 4}  # counts per 1000 env steps
 
 
 def peer_python(given: str | None) -> str:
@@ -97,7 +97,7 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
         for figure in FIGURES:
             values = [row[figure] for row in mine]
             summary[side][figure] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
-        composite = [sum(row[f] * w / (1000 if f == "sac_update_ms" else 1) for f, w in COMPOSITE.items())
+        composite = [sum(row[f] / (1000 if f == "sac_update_ms" else 1) * count for f, count in COMPOSITE.items())
                      for row in mine]  # fmt: skip
         summary[side]["per_1000_env_steps_s"] = {
             "median": statistics.median(composite), "min": min(composite), "max": max(composite)

@@ -5,7 +5,8 @@ it under our venv and under mbrl-lib's, which pins an older Gymnasium): the same
 
 Prints one JSON line: ``sac_update_ms`` (one SAC update with its minibatch sampling, from G = 20 updates per env
 step), ``model_epoch_s`` (one ensemble training epoch over the data with its holdout evaluation), ``rollout_s`` (a
-1-step rollout from 100,000 start states sampled from the data, into the model buffer). Sizes are the paper's
+1-step rollout from 100,000 start states sampled from the data, into a model buffer of 4 such batches, full when
+the SAC updates are timed). Sizes are the paper's
 Hopper settings on both sides: SAC 2 x 256, batch 256, target entropy -1, Polyak every update; ensemble 7 x 4 x 200
 SiLU, 20 % holdout, batch 256. Nothing of mbrl-lib is copied: its classes are imported from its installed package.
 """
@@ -20,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-G, BATCH, ROLLOUT_STARTS, MODEL_BUFFER = 20, 256, 100_000, 400_000
+G, BATCH = 20, 256
 EPOCHS = 5  # epochs per timed model-training call (per-epoch seconds are reported)
 
 
@@ -35,7 +36,7 @@ def timed(fn, repeats: int) -> float:  # noqa: ANN001
     return float(np.median(seconds))
 
 
-def ours(data: dict[str, np.ndarray], bf16: bool, repeats: int) -> dict[str, float]:
+def ours(data: dict[str, np.ndarray], bf16: bool, repeats: int, starts: int) -> dict[str, float]:
     from contextlib import nullcontext
 
     from lightning.pytorch.plugins.precision import MixedPrecision
@@ -70,7 +71,7 @@ def ours(data: dict[str, np.ndarray], bf16: bool, repeats: int) -> dict[str, flo
 
     def rollout() -> None:
         with context():
-            refill_model_buffer(datamodule, dynamics, sac.actor, termination, 1, ROLLOUT_STARTS, MODEL_BUFFER)
+            refill_model_buffer(datamodule, dynamics, sac.actor, termination, 1, starts, 4 * starts)
 
     results = {"model_epoch_s": timed(fit, max(repeats // 4, 2)) / EPOCHS, "rollout_s": timed(rollout, 3)}
     for _ in range(4):  # a full model buffer, as late in a run
@@ -84,7 +85,7 @@ def ours(data: dict[str, np.ndarray], bf16: bool, repeats: int) -> dict[str, flo
     return results
 
 
-def mbrl(data: dict[str, np.ndarray], repeats: int) -> dict[str, float]:
+def mbrl(data: dict[str, np.ndarray], repeats: int, starts: int) -> dict[str, float]:
     import gymnasium as gym
     import omegaconf
     from mbrl.algorithms.mbpo import rollout_model_and_populate_sac_buffer
@@ -122,10 +123,10 @@ def mbrl(data: dict[str, np.ndarray], repeats: int) -> dict[str, float]:
     sac = SAC(obs_dim, env.action_space, args)
     agent = SACAgent(sac)
     model_env = ModelEnv(env, model, hopper, generator=torch.Generator().manual_seed(0))
-    sac_buffer = ReplayBuffer(MODEL_BUFFER, (obs_dim,), (act_dim,), rng=rng)
+    sac_buffer = ReplayBuffer(4 * starts, (obs_dim,), (act_dim,), rng=rng)
 
     def rollout() -> None:
-        rollout_model_and_populate_sac_buffer(model_env, real, agent, sac_buffer, True, 1, ROLLOUT_STARTS)
+        rollout_model_and_populate_sac_buffer(model_env, real, agent, sac_buffer, True, 1, starts)
 
     results["rollout_s"] = timed(rollout, 3)
     for _ in range(4):
@@ -147,15 +148,16 @@ def main() -> None:
     parser.add_argument("data", help="the .npz of transitions both sides use")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20, help="timed env steps of G SAC updates")
+    parser.add_argument("--rollout-starts", type=int, default=100_000, help="start states per rollout (paper: 100k)")
     args = parser.parse_args()
     logging.getLogger("torchrl").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = dict(np.load(args.data))
     if args.side == "mbrl":
-        results = mbrl(data, args.repeats)
+        results = mbrl(data, args.repeats, args.rollout_starts)
     else:
-        results = ours(data, args.side == "ours-bf16", args.repeats)
+        results = ours(data, args.side == "ours-bf16", args.repeats, args.rollout_starts)
     print(json.dumps({"side": args.side, "threads": torch.get_num_threads(), "torch": torch.__version__, **results}))
 
 

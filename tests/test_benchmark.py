@@ -60,3 +60,38 @@ def test_model_fit_precision_compares_both_fits_on_a_real_checkpoint(tmp_path, c
     assert lines[4].startswith("bf16/fp32 test MSE over 2 seeds")
     with pytest.raises(SystemExit, match="holds 300 real transitions"):
         module.main([str(checkpoint), "--config", str(tiny), "--transitions", "300"])
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"mbpo_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peer_worker_times_our_side_on_shared_data(tmp_path):
+    """Our side of the mbrl-lib comparison runs on the driver's data file and prints the three figures."""
+    import subprocess
+    import sys
+
+    peer = _load("peer")
+    data = peer.hopper_transitions(tmp_path / "hopper.npz", count=1500)
+    command = [sys.executable, str(BENCHMARKS / "peer_worker.py"), "ours", str(data), "--threads", "1",
+               "--repeats", "2", "--rollout-starts", "500"]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=BENCHMARKS.parent)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["side"] == "ours" and figures["threads"] == 1
+    assert all(figures[key] > 0 for key in ("sac_update_ms", "model_epoch_s", "rollout_s"))
+
+
+def test_peer_summary_ratios_and_composite():
+    peer = _load("peer")
+    rows = [{"side": side, "sac_update_ms": ms, "model_epoch_s": epoch, "rollout_s": 1.0}
+            for side, ms, epoch in (("ours", 5.0, 0.2), ("ours", 7.0, 0.2), ("mbrl", 10.0, 0.3), ("mbrl", 12.0, 0.3),
+                                    ("ours-bf16", 4.0, 0.1), ("ours-bf16", 4.0, 0.1))]  # fmt: skip
+    summary = peer.summarise(rows)
+    assert summary["ours"]["sac_update_ms"] == {"median": 6.0, "min": 5.0, "max": 7.0}
+    # 20,000 updates x 6 ms + 240 epochs x 0.2 s + 4 rollouts x 1 s
+    assert summary["ours"]["per_1000_env_steps_s"]["median"] == pytest.approx(120 + 48 + 4)
+    text = peer.table(summary, "test CPU", 2, 2)
+    assert "| SAC update (ms) | 11 [10–12] | 6 [5–7] | 4 [4–4] | 1.83× | 2.75× |" in text
