@@ -210,6 +210,20 @@ def test_export_runs_with_torch_alone_and_matches_the_policy(trained, tmp_path, 
     torch.testing.assert_close(torch.load(tmp_path / "actions.pt"), load_policy(trained[1])(observations))
 
 
+def test_onnx_export_runs_in_onnx_runtime_and_matches_the_policy(trained, tmp_path, capsys):
+    import onnxruntime
+
+    from mbpo_pl.export import main as export
+
+    onnx_path = tmp_path / "policy.onnx"
+    export([str(trained[1]), "-o", str(tmp_path / "policy.pt2"), "--onnx", str(onnx_path)])
+    session = onnxruntime.InferenceSession(str(onnx_path))
+    observations = np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32)
+    (actions,) = session.run(["action"], {"observation": observations})
+    expected = load_policy(trained[1])(torch.as_tensor(observations)).detach().numpy()
+    np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_export_to_an_unwritable_path_is_one_line(trained, tmp_path, capsys):
     from mbpo_pl.export import main as export
 
