@@ -2,6 +2,7 @@
 and thread count, each side in its own interpreter, interleaved in rounds.
 
     python benchmarks/peer.py [--rounds 4] [--threads 2] [--peer-python PATH] [--json benchmarks/peer_cpu2.json]
+    python benchmarks/peer.py --from-json benchmarks/peer_cpu2.json --write README.md   # the table from the data
 
 mbrl-lib pins Gymnasium 0.26.3 and an old hydra-core, so it lives in its own venv: ``.peer-venv/`` is created on
 first use (torch 2.13.0 first, then its dependencies, then ``mbrl==0.2.0`` without its pins), or give one with
@@ -119,6 +120,20 @@ def table(summary: dict, cpu: str, threads: int, rounds: int) -> str:
     return "\n".join(lines)
 
 
+def table_from_json(path: Path) -> str:
+    stored = json.loads(path.read_text())
+    return table(stored["summary"], stored["cpu"], stored["threads"], stored["rounds"])
+
+
+def write_block(target: Path, text: str, begin: str = "<!-- peer-table -->", end: str = "<!-- /peer-table -->") -> None:
+    """Replace the block between ``begin`` and ``end`` in ``target`` with ``text``."""
+    content = target.read_text()
+    if begin not in content or end not in content:
+        raise SystemExit(f"{target}: no {begin} ... {end} block to replace")
+    before, rest = content.split(begin, 1)
+    target.write_text(f"{before}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=4)
@@ -126,7 +141,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed env steps of G SAC updates per round")
     parser.add_argument("--peer-python", default=None, help="a python with mbrl==0.2.0 (default: .peer-venv)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--from-json", type=Path, default=None, help="print the table of an earlier run's JSON")
+    parser.add_argument("--write", type=Path, default=None, help="replace the <!-- peer-table --> block in this file")
     args = parser.parse_args()
+    if args.from_json is not None:
+        text = table_from_json(args.from_json)
+        print(text)
+        if args.write is not None:
+            write_block(args.write, text)
+        return
     pythons = {"ours": sys.executable, "ours-bf16": sys.executable, "mbrl": peer_python(args.peer_python)}
     cpu = cpu_model()
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,11 +157,14 @@ def main() -> None:
         rows = [row for r in range(args.rounds) for row in run_round(r, pythons, data, args.threads, args.repeats)]
     summary = summarise(rows)
     print()
-    print(table(summary, cpu, args.threads, args.rounds))
+    text = table(summary, cpu, args.threads, args.rounds)
+    print(text)
     if args.json is not None:
         args.json.write_text(json.dumps({"cpu": cpu, "threads": args.threads, "rounds": args.rounds,
                                          "summary": summary, "rows": rows}, indent=1))  # fmt: skip
         print(f"\n{args.json}")
+    if args.write is not None:
+        write_block(args.write, text)
 
 
 if __name__ == "__main__":
