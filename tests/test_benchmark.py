@@ -95,3 +95,10 @@ def test_peer_summary_ratios_and_composite():
     assert summary["ours"]["per_1000_env_steps_s"]["median"] == pytest.approx(120 + 48 + 4)
     text = peer.table(summary, "test CPU", 2, 2)
     assert "| SAC update (ms) | 11 [10–12] | 6 [5–7] | 4 [4–4] | 1.83× | 2.75× |" in text
+
+
+def test_readme_speed_table_is_generated_from_the_committed_peer_json():
+    peer = _load("peer")
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    block = readme.split("<!-- peer-table -->\n", 1)[1].split("\n<!-- /peer-table -->", 1)[0]
+    assert block == peer.table_from_json(BENCHMARKS / "peer_cpu2.json")
