@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from callbacks.model_diagnostics import ModelDiagnostics
 from callbacks.progress import MBPOProgressBar
 from mbpo_pl.checkpoint_eval import evaluate_checkpoint
 from mbpo_pl.data import MBPODataModule
-from mbpo_pl.errors import ConfigError
+from mbpo_pl.errors import ConfigError, exit_with_error
 from mbpo_pl.provenance import record_start
 from mbpo_pl.run_folders import resolve_checkpoint, run_loggers
 from mbpo_pl.system import MBPO
@@ -236,5 +235,4 @@ def run_cli(args: list[str] | None = None) -> None:
     try:
         main(args)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(err)

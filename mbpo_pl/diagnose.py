@@ -14,7 +14,6 @@ in the model's training data (an in-sample view), unlike the held-out segments t
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from mbpo_pl.diagnostics import (
     segment_starts,
     trusted_horizon,
 )
-from mbpo_pl.errors import ConfigError
+from mbpo_pl.errors import ConfigError, exit_with_error
 from mbpo_pl.nets.ensemble import GaussianEnsemble
 
 
@@ -175,8 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = diagnose(args.source, args.output, args.horizon, args.episodes, args.dims, args.recent,
                            args.threshold)  # fmt: skip
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(err)
     print(args.output)
     for key, value in summary.items():
         print(f"{key:>20}  {value:.4g}")

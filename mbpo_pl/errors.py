@@ -6,6 +6,8 @@ does not fit the run); anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import sys
+
 
 class ConfigError(ValueError):
     """A mistake in the user's config, command line, environment choice or checkpoint; the message says the fix."""
@@ -16,3 +18,9 @@ def require_positive(section: str, **values: int) -> None:
     for name, value in values.items():
         if value < 1:
             raise ConfigError(f"{section}.{name}={value} must be >= 1.")
+
+
+def exit_with_error(err: ConfigError) -> None:
+    """What every command does with a :class:`ConfigError`: ``error: <message>`` on stderr, exit status 2."""
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(2) from None

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from mbpo_pl.errors import ConfigError
+from mbpo_pl.errors import ConfigError, exit_with_error
 from mbpo_pl.policy import Policy, load_policy
 
 METADATA = "mbpo_pl.json"
@@ -93,7 +92,6 @@ def main(argv: list[str] | None = None) -> None:
         if args.onnx is not None:
             print(export_onnx(policy, args.onnx))
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(err)
     print(f"{path}: {policy.env_id} policy ({policy.obs_dim} -> {policy.act_dim}) from {policy.source}"
           + (f", {policy.env_steps:,} env steps" if policy.env_steps is not None else ""))  # fmt: skip

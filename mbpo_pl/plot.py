@@ -61,6 +61,12 @@ def draw_curves(
         axis.set_ylabel("evaluation return")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
+    return _save(figure, output)
+
+
+def _save(figure, output: Path) -> Path:  # noqa: ANN001 (a matplotlib Figure)
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=100)
@@ -141,11 +147,7 @@ def draw_results(env_id: str, ours: dict[str, list[tuple[int, list[tuple[int, fl
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
-    figure.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=100)
-    plt.close(figure)
-    return output
+    return _save(figure, output)
 
 
 def main(argv: list[str] | None = None) -> None:
