@@ -17,36 +17,20 @@ algorithm, precision, hardware, config hash and every start with its code commit
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import re
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from mbpo_pl.basis import (
-    REFERENCE_DIR,
-    WINDOW,
-    Curve,
-    PublishedCurves,
-    SeedStats,
-    across_seeds,
-    published_curves,
-    window_mean,
+from mbpo_pl.basis import REFERENCE_DIR, PublishedCurves, SeedStats, across_seeds, published_curves, window_mean
+from mbpo_pl.run_curves import (  # noqa: F401 (export, read_curve, return_at: this module's public API too)
+    RESULTS_DIR,
+    Run,
+    export,
+    last_window,
+    load_runs,
+    read_curve,
+    return_at,
 )
-from mbpo_pl.provenance import PROVENANCE, this_machine
-from mbpo_pl.report import load_scalars
-
-RESULTS_DIR = Path("docs/results")
-MANIFEST = "runs.yaml"
-
-
-def last_window(last_step: int) -> int:
-    """The window of the return at a run's last step: 5k, or the last fifth of a run shorter than 25k."""
-    return min(WINDOW, max(last_step // 5, 1))
-
 
 REFERENCE_STEPS = (50_000, 100_000)
 PAPER_ENVS = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid")
@@ -69,122 +53,6 @@ V2_DIFFERENCES = {
     "InvertedDoublePendulum": "no healthy reward on the failing step; 9-dim observation (v2: 11, two always 0)",
     "Pendulum": "not a paper env",
 }
-
-
-def eval_curve(run_dirs: list[Path]) -> list[tuple[int, float, float]]:
-    """``[(env_steps, eval_return, wall_s)]`` of one run from its TensorBoard folders, in env-step order (a step
-    logged by several folders, as around a resume, keeps the later folder's value)."""
-    returns: dict[int, float] = {}
-    epoch_seconds: dict[int, float] = {}
-    for run_dir in run_dirs:
-        scalars = load_scalars(run_dir)
-        returns.update(dict(scalars.get("eval/return", [])))
-        epoch_seconds.update(dict(scalars.get("time/epoch_s", [])))
-    if not returns:
-        raise SystemExit(f"{', '.join(map(str, run_dirs))}: no eval/return logged (an mbpo_pl run folder?)")
-    rows, elapsed, epochs = [], 0.0, sorted(epoch_seconds.items())
-    for step in sorted(returns):
-        while epochs and epochs[0][0] <= step:
-            elapsed += epochs.pop(0)[1]
-        rows.append((step, returns[step], round(elapsed, 1)))
-    return rows
-
-
-def _run_starts(run_dirs: list[Path]) -> list[dict]:
-    """Every start of the run (fresh or resumed) recorded in its folders' ``provenance.yaml``, in order."""
-    starts = []
-    for run_dir in run_dirs:
-        record = run_dir / PROVENANCE
-        if record.is_file():
-            starts += yaml.safe_load(record.read_text()) or []
-    return starts
-
-
-def export(run_dirs: list[Path], output: Path, hardware: str | None = None, note: str | None = None,
-           commit: str | None = None) -> Path:
-    """Write the run's curve to ``output`` and its description to ``runs.yaml`` beside it: env, seed, algorithm,
-    precision, hardware and threads, the resolved config's hash, and every start of the run with its code commit
-    (from ``provenance.yaml`` in the run folder; ``commit`` for a run whose folder has none); ``note`` is kept
-    beside them (e.g. a restart's reason)."""
-    config_file = run_dirs[-1] / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["env_steps", "eval_return", "wall_s"])
-        writer.writerows(eval_curve(run_dirs))
-    manifest_path = output.parent / MANIFEST
-    manifest = yaml.safe_load(manifest_path.read_text()) if manifest_path.is_file() else {}
-    threads = config.get("torch_threads")
-    starts = _run_starts(run_dirs)
-    entry = {
-        "env_id": config.get("data", {}).get("env_id", "unknown"),
-        "seed": config.get("seed_everything"),
-        "algorithm": "MBPO" if config.get("loop", {}).get("use_model", True) else "SAC",
-        "precision": config.get("trainer", {}).get("precision") or "32-true",  # Lightning's default
-        "hardware": hardware or f"{this_machine()}" + (f", {threads} torch thread(s)" if threads else ""),
-        "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest()[:16] if config_file.is_file() else None,
-    }
-    if starts:
-        entry["commits"] = list(dict.fromkeys(start["commit"] for start in starts))
-        entry["starts"] = starts
-    elif commit:
-        entry["commits"] = [commit]
-    if note or manifest.get(output.name, {}).get("note"):
-        entry["note"] = note or manifest[output.name]["note"]
-    manifest[output.name] = {**{k: v for k, v in manifest.get(output.name, {}).items() if k not in entry}, **entry}
-    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=True, width=110))
-    return output
-
-
-def read_curve(path: Path) -> list[tuple[int, float, float]]:
-    with path.open() as handle:
-        return [(int(r["env_steps"]), float(r["eval_return"]), float(r["wall_s"])) for r in csv.DictReader(handle)]
-
-
-def return_at(curve: list[tuple[int, float, float]], step: int, window: int = WINDOW) -> float | None:
-    """Mean evaluation return in ``(step - window, step]``, or ``None`` when the run did not reach ``step``."""
-    return window_mean([(s, r) for s, r, _ in curve], step, window)
-
-
-@dataclass
-class Run:
-    """One committed curve: its CSV name, its ``runs.yaml`` entry and ``[(env_steps, return, wall_s)]``."""
-
-    name: str
-    meta: dict
-    curve: list[tuple[int, float, float]]
-
-    @property
-    def env_id(self) -> str:
-        return self.meta["env_id"]
-
-    @property
-    def algorithm(self) -> str:
-        return self.meta.get("algorithm", "MBPO")
-
-    @property
-    def returns(self) -> Curve:
-        return [(s, r) for s, r, _ in self.curve]
-
-    @property
-    def last_step(self) -> int:
-        return self.curve[-1][0]
-
-    def wall_hours_at(self, step: int) -> float:
-        return max((w for s, _, w in self.curve if s <= step), default=0.0) / 3600
-
-
-def load_runs(results_dir: Path) -> list[Run]:
-    """Every CSV in ``results_dir`` with its ``runs.yaml`` entry, ordered by env, algorithm, then seed."""
-    manifest_path = results_dir / MANIFEST
-    manifest = yaml.safe_load(manifest_path.read_text()) if manifest_path.is_file() else {}
-    runs = []
-    for path in sorted(results_dir.glob("*.csv")):
-        if path.name not in manifest:
-            raise SystemExit(f"{path}: not described in {manifest_path} (write CSVs with `results export`)")
-        runs.append(Run(path.name, manifest[path.name], read_curve(path)))
-    return sorted(runs, key=lambda run: (run.env_id, run.algorithm, run.meta["seed"] or 0))
 
 
 def _env_order(env_id: str) -> tuple[int, str]:
