@@ -201,16 +201,18 @@ class MBPODataModule(LightningDataModule):
         return {"env_id": self.env_id, "env_kwargs": dict(self.env_kwargs), "obs_dim": self.obs_dim,
                 "act_dim": self.act_dim}  # fmt: skip
 
-    def check_env_signature(self, saved: dict, what: str = "This checkpoint") -> None:
-        """Raise a clear error when a checkpoint was made for another env or observation/action size."""
+    def check_env_signature(self, saved: dict, what: str = "This checkpoint", fix: str | None = None) -> None:
+        """Raise a clear error when a checkpoint was made for another env or observation/action size (``fix``: the
+        advice in the message; by default, how to resume)."""
         current = self.env_signature()
         if saved != current:
             raise ConfigError(
                 f"{what} was made for env {saved.get('env_id')!r} (kwargs {saved.get('env_kwargs')}, obs_dim "
                 f"{saved.get('obs_dim')}, act_dim {saved.get('act_dim')}), but this run is configured for "
                 f"{current['env_id']!r} (kwargs {current['env_kwargs']}, obs_dim {current['obs_dim']}, act_dim "
-                f"{current['act_dim']}). Resume with the config the checkpoint was trained with (its config.yaml "
-                "beside the logs), or start a new run without --ckpt_path."
+                f"{current['act_dim']}). "
+                + (fix or "Resume with the config the checkpoint was trained with (its config.yaml beside the logs), "
+                   "or start a new run without --ckpt_path.")
             )
 
     def _checkpoint_token(self) -> str:

@@ -131,6 +131,7 @@ def test_test_command_refuses_a_checkpoint_of_another_env(trained, tmp_path, cap
     status, err = _cli_error(["test", "--config", str(other), "--ckpt_path", str(trained[1])], capsys)
     assert status == 2
     assert err.startswith("error: --ckpt_path") and "'InvertedPendulum-v5'" in err and "'Pendulum-v1'" in err
+    assert "Test it with the config it was trained with" in err and "new run" not in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
