@@ -228,8 +228,12 @@ class MBPOLoop(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pending, self._pending_restore = self._pending_restore, None
-        if pending is None:
-            return
+        if pending is not None:
+            self._restore(trainer, pending)
+        if trainer.global_rank > 0:
+            separate_rank_stream(trainer.global_rank)
+
+    def _restore(self, trainer: Trainer, pending: dict[str, Any]) -> None:
         if pending["world_size"] != self.world_size:
             raise ConfigError(
                 f"This checkpoint was written by a run with {pending['world_size']} processes; resume it with the "
@@ -242,8 +246,12 @@ class MBPOLoop(Callback):
             )
         # Restored here, after the Trainer's own set-up, so nothing draws from these streams in between. The
         # checkpoint holds rank 0's streams and buffers only: other ranks continue from rank 0's data with their own
-        # env episode restarted and a distinct, deterministic random stream.
+        # env episode restarted (and their own stream, below).
         self.runner.load_state_dict(pending, continue_episode=trainer.global_rank == 0)
         set_global_rng_state(pending)
-        if trainer.global_rank > 0:
-            torch.manual_seed(int(torch.randint(2**31 - 1, (1,))) + trainer.global_rank)
+
+
+def separate_rank_stream(rank: int) -> None:
+    """Give rank ``rank`` > 0 its own global torch stream (policy noise, rollouts, bootstrap draws), derived from the
+    run's stream at the start of training, on fresh and resumed runs alike; rank 0 keeps the run's stream."""
+    torch.manual_seed(int(torch.randint(2**31 - 1, (1,))) + rank)

@@ -32,3 +32,20 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
     # SAC actually trained (parameters moved away from a fresh init of the same seed is checked elsewhere);
     # here: the critic target differs from the critic, i.e. Polyak updates ran on both ranks identically.
     assert not torch.equal(rank0["sac"]["critic.layers.0.weight"], rank0["sac"]["critic_target.layers.0.weight"])
+
+
+def test_ranks_get_distinct_streams_by_one_rule_on_fresh_and_resumed_runs():
+    """Rank 0 keeps the run's stream; rank r > 0 reseeds from it (deterministically, distinct per rank)."""
+    from callbacks.env_loop import separate_rank_stream
+
+    def draws_after(rank):
+        torch.manual_seed(7)  # the run's stream at the start of training (fresh: the seed; resumed: restored)
+        if rank > 0:
+            separate_rank_stream(rank)
+        return torch.rand(4)
+
+    rank0, rank1, rank2 = draws_after(0), draws_after(1), draws_after(2)
+    torch.manual_seed(7)
+    assert torch.equal(rank0, torch.rand(4))  # rank 0 unchanged: a one-process run's numbers stay the same
+    assert not torch.equal(rank1, rank0) and not torch.equal(rank2, rank1)
+    assert torch.equal(draws_after(1), rank1)  # deterministic
