@@ -13,8 +13,9 @@ After a model training period (the ``diagnostics:`` section), on rank 0:
   (standardised mean shift, std ratio, fraction of model states outside the range the real data has seen, reward
   mean and std of both).
 
-It draws its samples from a generator of its own, so a run trains exactly the same with or without it, and bills
-its time to ``time/diagnostics_s``. See :mod:`mbpo_pl.diagnostics` for the definitions.
+It draws its samples from a generator of its own (checkpointed, so a resumed run measures on the same samples as an
+uninterrupted one), so a run trains exactly the same with or without it, and bills its time to
+``time/diagnostics_s``. See :mod:`mbpo_pl.diagnostics` for the definitions.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class ModelDiagnostics(Callback):
         self.figure_every_n_model_trainings = figure_every_n_model_trainings
         self.generator = torch.Generator().manual_seed(seed)
         self.last_curve: dict[str, torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state_dict["generator"])
 
     def run_horizon(self, loop: MBPOLoop) -> int:
         return self.horizon or max(loop.rollout_schedule[3], 5)
