@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests_support import tiny_config_with_checkpoints
 
 from mbpo_pl.report import load_scalars
-from tests_support import tiny_config_with_checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_COMMIT = "8789b24206a61be540f0d80dc6ea1bedef9d7525"
