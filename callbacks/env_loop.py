@@ -34,7 +34,6 @@ from callbacks.clock import RunClock
 from callbacks.model_data import check_batches_fit, model_data_metrics, refill_model_buffer, train_dynamics
 from callbacks.real_env import RealEnvRunner
 from mbpo_pl.data import MBPODataModule
-from mbpo_pl.envs import make_env
 from mbpo_pl.errors import ConfigError, require_positive
 from mbpo_pl.rollout import model_buffer_capacity, rollout_length
 from mbpo_pl.system import MBPO
@@ -117,7 +116,7 @@ class MBPOLoop(Callback):
                 f"loop.use_model=false trains SAC on real data only, but data.real_ratio={data.real_ratio} asks for "
                 "model data in every batch: set --data.real_ratio 1.0 (conf/sac.yaml does)."
             )
-        self.runner = RealEnvRunner(make_env(data.env_id, data.env_kwargs), data.seed + 1000 * trainer.global_rank)
+        self.runner = RealEnvRunner(data.env_spec.make(), data.seed + 1000 * trainer.global_rank)
         dynamics = pl_module.dynamics
         learned = dynamics.predict_termination if dynamics.learn_termination else None
         self.termination_fn = choose_termination_fn(data.env_id, learned)

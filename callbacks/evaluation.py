@@ -10,7 +10,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from callbacks.env_loop import find_loop
-from mbpo_pl.envs import make_env, run_episode
+from mbpo_pl.envs import run_episode
 from mbpo_pl.errors import ConfigError, require_positive
 from mbpo_pl.evaluate import PolicyEvaluation, evaluate_policy, offscreen_rendering
 
@@ -81,7 +81,7 @@ class Evaluation(Callback):
                 "checkpoint); during training, record videos with eval.video_every_n_env_steps."
             )
         data = trainer.datamodule
-        self.env = make_env(data.env_id, data.env_kwargs)
+        self.env = data.env_spec.make()
         self.video_env = None
         if self.video_every_n_env_steps is not None and trainer.is_global_zero:
             try:
@@ -90,7 +90,7 @@ class Evaluation(Callback):
                 raise ConfigError("Evaluation videos need moviepy<2 and imageio: pip install 'mbpo_pl[video]'") from err
             offscreen_rendering()
             size = {"width": self.video_size, "height": self.video_size}
-            self.video_env = make_env(data.env_id, {**data.env_kwargs, **size}, render_mode="rgb_array")
+            self.video_env = data.env_spec.make(render_mode="rgb_array", **size)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for env in (getattr(self, "env", None), getattr(self, "video_env", None)):

@@ -118,8 +118,10 @@ def evaluate_checkpoint(checkpoint: Path, datamodule: MBPODataModule, evaluation
                     console: Console | None = None) -> Path:  # fmt: skip
     """Evaluate ``checkpoint``'s policy as the module docstring says; returns the record's path."""
     policy = load_policy(checkpoint, option="--ckpt_path")
-    datamodule.check_env_signature(policy.env_signature, what=f"--ckpt_path {checkpoint}",
-                                   fix="Test it with the config it was trained with (its config.yaml beside the logs).")
+    datamodule.env_spec.check_checkpoint(
+        policy.env_spec.signature(), what=f"--ckpt_path {checkpoint}",
+        fix="Test it with the config it was trained with (its config.yaml beside the logs).",
+    )  # fmt: skip
     video = Path(evaluation.video_path) if evaluation.video_path is not None else None
     if video is not None and video.suffix not in (".mp4", ".gif"):
         raise ConfigError(f"eval.video_path={video}: write a .mp4 or a .gif file.")

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 
 from mbpo_pl.buffers import buffer_state, dump_buffer, load_dumped_buffer, make_replay_buffer, restore_buffer
-from mbpo_pl.envs import env_dims
+from mbpo_pl.envs import EnvSpec
 from mbpo_pl.errors import ConfigError, require_positive
 
 
@@ -90,8 +90,7 @@ class MBPODataModule(LightningDataModule):
                 f"data.real_buffer_size={real_buffer_size} is smaller than one batch (data.batch_size={batch_size}): "
                 "raise real_buffer_size or lower batch_size."
             )
-        self.env_id = env_id
-        self.env_kwargs = dict(env_kwargs or {})
+        self.env_spec = EnvSpec.of(env_id, env_kwargs)  # makes and checks the env once
         self.model_train_freq = model_train_freq
         self.updates_per_step = updates_per_step
         self.batch_size = batch_size
@@ -100,7 +99,6 @@ class MBPODataModule(LightningDataModule):
         self.buffer_storage = buffer_storage
         self.buffer_dir = Path(buffer_dir) if buffer_dir is not None else None
         self.num_real = int(batch_size * real_ratio)
-        self.obs_dim, self.act_dim = env_dims(env_id, self.env_kwargs)  # also validates the env
         self.real_buffer: TensorDictReplayBuffer | None = None
         self.model_buffer: TensorDictReplayBuffer | None = None
         self._generators: dict[str, torch.Generator] = {}
@@ -113,6 +111,23 @@ class MBPODataModule(LightningDataModule):
         self._device = torch.device("cpu")
         self._rank = 0
         self.seed = 0
+
+    # The env's facts, read from its one description (the CLI links obs_dim/act_dim into the networks' sizes).
+    @property
+    def env_id(self) -> str:
+        return self.env_spec.env_id
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        return self.env_spec.env_kwargs
+
+    @property
+    def obs_dim(self) -> int:
+        return self.env_spec.obs_dim
+
+    @property
+    def act_dim(self) -> int:
+        return self.env_spec.act_dim
 
     def setup(self, stage: str) -> None:
         if self.real_buffer is not None:
@@ -197,24 +212,6 @@ class MBPODataModule(LightningDataModule):
         )
 
     # ------------------------------------------------------------------ checkpoint
-    def env_signature(self) -> dict:
-        return {"env_id": self.env_id, "env_kwargs": dict(self.env_kwargs), "obs_dim": self.obs_dim,
-                "act_dim": self.act_dim}  # fmt: skip
-
-    def check_env_signature(self, saved: dict, what: str = "This checkpoint", fix: str | None = None) -> None:
-        """Raise a clear error when a checkpoint was made for another env or observation/action size (``fix``: the
-        advice in the message; by default, how to resume)."""
-        current = self.env_signature()
-        if saved != current:
-            raise ConfigError(
-                f"{what} was made for env {saved.get('env_id')!r} (kwargs {saved.get('env_kwargs')}, obs_dim "
-                f"{saved.get('obs_dim')}, act_dim {saved.get('act_dim')}), but this run is configured for "
-                f"{current['env_id']!r} (kwargs {current['env_kwargs']}, obs_dim {current['obs_dim']}, act_dim "
-                f"{current['act_dim']}). "
-                + (fix or "Resume with the config the checkpoint was trained with (its config.yaml beside the logs), "
-                   "or start a new run without --ckpt_path.")
-            )
-
     def _checkpoint_token(self) -> str:
         """Identifies the buffers' contents at a save, identically on every rank: their write counts (sizes only
         grow) and the model buffer's capacity (a resized buffer holds fewer transitions)."""
@@ -252,17 +249,17 @@ class MBPODataModule(LightningDataModule):
     def state_dict(self) -> dict:
         """Both replay buffers (filled part only) with writer positions and sampling RNG states.
 
-        Under DDP the checkpoint file is written by rank 0 and, with in-memory buffers, holds rank 0's buffers.
+        Under DDP the checkpoint file is written by rank 0 and, with in-memory buffers, holds rank 0's buffers. The
+        env the buffers come from is checked by ``MBPO.on_load_checkpoint``, before anything is loaded.
         """
         token = self._checkpoint_token()
-        state = {"env": self.env_signature(), "seed": self.seed, "buffer_storage": self.buffer_storage}
+        state = {"seed": self.seed, "buffer_storage": self.buffer_storage}
         for name, buffer in (("real", self.real_buffer), ("model", self.model_buffer)):
             if buffer is not None:
                 state[name] = self._save_buffer(name, buffer, token)
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.check_env_signature(state["env"])
         self.seed = state["seed"]
         for name in ("real", "model"):
             if name in state:

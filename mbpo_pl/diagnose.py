@@ -29,18 +29,21 @@ from mbpo_pl.diagnostics import (
     trusted_horizon,
 )
 from mbpo_pl.errors import ConfigError, exit_with_error
+from mbpo_pl.model_io import input_size, target_size
 from mbpo_pl.nets.ensemble import GaussianEnsemble
 
 
-def ensemble_from_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[GaussianEnsemble, torch.Tensor]:
-    """The dynamics ensemble (sizes read off the weights) and its elites from an ``MBPO`` checkpoint's state."""
+def ensemble_from_state_dict(state_dict: dict[str, torch.Tensor], env: dict) -> tuple[GaussianEnsemble, torch.Tensor]:
+    """The dynamics ensemble and its elites from an ``MBPO`` checkpoint's state: its input and target sizes from the
+    checkpoint's env description (``env``: obs_dim, act_dim), its members and layers read off the weights."""
     prefix = "dynamics.model."
     weights = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     hidden = sorted(k for k in weights if k.startswith("hidden.") and k.endswith(".weight"))
     if not hidden:
         raise ConfigError("this checkpoint holds no mbpo_pl dynamics ensemble (no dynamics.model.* weights)")
-    first, head = weights[hidden[0]], weights["head.weight"]
-    ensemble = GaussianEnsemble(first.shape[1], head.shape[2] // 2, first.shape[0], first.shape[2], len(hidden))
+    first = weights[hidden[0]]
+    sizes = input_size(env["obs_dim"], env["act_dim"]), target_size(env["obs_dim"])
+    ensemble = GaussianEnsemble(*sizes, first.shape[0], first.shape[2], len(hidden))
     ensemble.load_state_dict({k: v for k, v in weights.items() if not k.startswith("normalizer.")}, strict=False)
     ensemble.normalizer.mean.copy_(weights["normalizer.mean"])
     ensemble.normalizer.std.copy_(weights["normalizer.std"])
@@ -100,7 +103,9 @@ def diagnose(source: Path, output: Path, horizon: int = 15, episodes: int = 3, d
 
     path = resolve_checkpoint(str(source), None, option="diagnose", resuming=False)
     checkpoint = read_checkpoint(path, option="diagnose")
-    ensemble, elites = ensemble_from_state_dict(checkpoint["state_dict"])
+    if "mbpo_env" not in checkpoint:
+        raise ConfigError(f"{path} is not an mbpo_pl training checkpoint (it has no env description).")
+    ensemble, elites = ensemble_from_state_dict(checkpoint["state_dict"], checkpoint["mbpo_env"])
     data = real_transitions(checkpoint, path)
     n = data["observation"].shape[0]
     window = slice(max(0, n - recent), n)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# inputs [E, S, obs_dim + act_dim] -> (mean, logvar) [E, S, 1 + obs_dim] of [reward, next_obs - obs]
+from mbpo_pl.model_io import apply_prediction, model_input
+
+# inputs [E, S, O + A] -> (mean, logvar) [E, S, 1 + O] of the model target (mbpo_pl.model_io)
 Predictor = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
@@ -93,7 +95,7 @@ def open_loop_errors(
     obs = obs0.expand(rows, *obs0.shape) if not sample else obs0[None]
     obs_errors, reward_errors = [], []
     for h in range(horizon):
-        inputs = torch.cat([obs, actions[:, h].expand(rows, *actions[:, h].shape)], dim=-1)
+        inputs = model_input(obs, actions[:, h].expand(rows, *actions[:, h].shape))
         if not sample:
             mean, _ = predict(inputs)
             prediction = mean
@@ -103,7 +105,7 @@ def open_loop_errors(
             pick = torch.arange(num_segments, device=obs.device)
             noise = torch.randn(mean.shape[1:], generator=generator).to(obs.device)
             prediction = (mean[member, pick] + noise * (0.5 * logvar[member, pick]).exp())[None]
-        reward, obs = prediction[..., 0], obs + prediction[..., 1:]
+        reward, obs = apply_prediction(obs, prediction)
         obs_errors.append((((obs - segments.next_obs[:, h]) / obs_std) ** 2).mean())
         reward_errors.append((((reward - segments.rewards[:, h]) / reward_std) ** 2).mean())
     return HorizonErrors(torch.stack(obs_errors), torch.stack(reward_errors))
@@ -161,8 +163,8 @@ def open_loop_means(predict: Predictor, num_members: int, segments: Segments) ->
     states, rewards = [], []
     for h in range(segments.actions.shape[1]):
         action = segments.actions[:, h].expand(num_members, *segments.actions[:, h].shape)
-        mean, _ = predict(torch.cat([obs, action], dim=-1))
-        obs = obs + mean[..., 1:]
+        mean, _ = predict(model_input(obs, action))
+        reward, obs = apply_prediction(obs, mean)
         states.append(obs)
-        rewards.append(mean[..., 0])
+        rewards.append(reward)
     return torch.stack(states, dim=2), torch.stack(rewards, dim=2)

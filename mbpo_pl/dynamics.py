@@ -12,6 +12,7 @@ from torch import Tensor
 from mbpo_pl.cuda_graphs import CudaGraphStep
 from mbpo_pl.errors import ConfigError
 from mbpo_pl.holdout import BestMembers, split_holdout
+from mbpo_pl.model_io import input_size, model_input, model_target, target_size
 from mbpo_pl.nets.ensemble import GaussianEnsemble, TerminationClassifier, gaussian_nll
 from mbpo_pl.utils import NonFiniteError, all_mean, clear_grads, is_distributed, optimizer_step, own_optimizers
 
@@ -110,7 +111,8 @@ class DynamicsModule(LightningModule):
         self.lightning_hooks_every_step = lightning_hooks_every_step
         # Set by the Trainer's set-up (MBPO.setup): whether steps after the first of a call may skip Lightning.
         self.direct_steps = False
-        self.model = GaussianEnsemble(obs_dim + act_dim, 1 + obs_dim, ensemble_size, hidden_size, num_hidden_layers)
+        self.model = GaussianEnsemble(input_size(obs_dim, act_dim), target_size(obs_dim), ensemble_size, hidden_size,
+                                       num_hidden_layers)  # fmt: skip
         self.register_buffer("elites", torch.arange(num_elites))
         self.termination_steps = termination_steps
         self.termination = TerminationClassifier(obs_dim) if learn_termination else None
@@ -162,8 +164,8 @@ class DynamicsModule(LightningModule):
 
     @staticmethod
     def make_dataset(obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor) -> tuple[Tensor, Tensor]:
-        """``inputs = [obs, action]`` ``[N, O + A]`` and ``targets = [reward, next_obs - obs]`` ``[N, 1 + O]``."""
-        return torch.cat([obs, action], -1), torch.cat([reward.reshape(-1, 1), next_obs - obs], -1)
+        """``inputs [N, O + A]`` and ``targets [N, 1 + O]`` (:mod:`mbpo_pl.model_io`) of real transitions."""
+        return model_input(obs, action), model_target(obs, reward, next_obs)
 
     def loss(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """Training loss and per-member NLL ``[E]`` on ``inputs [E, B, O+A]``, ``targets [E, B, 1+O]``.

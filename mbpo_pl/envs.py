@@ -96,9 +96,49 @@ def run_episode(env: gym.Env, policy: Callable[[np.ndarray], np.ndarray], seed: 
     return episode
 
 
-def env_dims(env_id: str, env_kwargs: dict[str, Any] | None = None) -> tuple[int, int]:
-    """``(obs_dim, act_dim)`` of the checked env."""
-    env = make_env(env_id, env_kwargs)
-    dims = env.observation_space.shape[0], env.action_space.shape[0]
-    env.close()
-    return dims
+@dataclass(frozen=True)
+class EnvSpec:
+    """The one description of a run's env: its id and ``gymnasium.make`` keyword arguments, and the observation and
+    action sizes of the checked env. Built once (:meth:`of`) and passed down; checkpoints store its
+    :meth:`signature` once, and a resume or evaluation checks a checkpoint against it once
+    (:meth:`check_checkpoint`)."""
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    obs_dim: int
+    act_dim: int
+
+    @classmethod
+    def of(cls, env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvSpec:
+        """Make and check the env once (a clear error for an unknown id, bad kwargs or unsupported spaces)."""
+        env = make_env(env_id, env_kwargs)
+        try:
+            return cls(env_id, dict(env_kwargs or {}), env.observation_space.shape[0], env.action_space.shape[0])
+        finally:
+            env.close()
+
+    def make(self, render_mode: str | None = None, **overrides: Any) -> gym.Env:
+        """A fresh copy of the env (:func:`make_env`: actions in ``[-1, 1]``); ``overrides`` update its kwargs."""
+        return make_env(self.env_id, {**self.env_kwargs, **overrides}, render_mode=render_mode)
+
+    def signature(self) -> dict[str, Any]:
+        """What a checkpoint stores of the env (plain types only)."""
+        return {"env_id": self.env_id, "env_kwargs": dict(self.env_kwargs), "obs_dim": self.obs_dim,
+                "act_dim": self.act_dim}  # fmt: skip
+
+    def check_checkpoint(self, saved: dict[str, Any], what: str = "This checkpoint", fix: str | None = None) -> None:
+        """Raise a clear error when a checkpoint's :meth:`signature` is another env's or has other sizes (``fix``:
+        the advice in the message; by default, how to resume)."""
+        current = self.signature()
+        if saved != current:
+            raise ConfigError(
+                f"{what} was made for env {saved.get('env_id')!r} (kwargs {saved.get('env_kwargs')}, obs_dim "
+                f"{saved.get('obs_dim')}, act_dim {saved.get('act_dim')}), but this run is configured for "
+                f"{current['env_id']!r} (kwargs {current['env_kwargs']}, obs_dim {current['obs_dim']}, act_dim "
+                f"{current['act_dim']}). "
+                + (
+                    fix
+                    or "Resume with the config the checkpoint was trained with (its config.yaml beside the logs), "
+                    "or start a new run without --ckpt_path."
+                )
+            )

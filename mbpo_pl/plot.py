@@ -19,6 +19,7 @@ from mbpo_pl.report import load_scalars
 
 COLOURS = {"MBPO": "tab:blue", "SAC": "tab:orange"}
 
+
 def run_env_id(run_dir: Path) -> str:
     """The env id a run was trained on, from the ``config.yaml`` LightningCLI saved beside its logs."""
     config = run_dir / "config.yaml"

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mbpo_pl.envs import EnvSpec
 from mbpo_pl.errors import ConfigError
 from mbpo_pl.nets.sac import LOG_STD_MAX, LOG_STD_MIN, mlp
 from mbpo_pl.run_folders import read_checkpoint, resolve_checkpoint
@@ -88,10 +89,9 @@ class Policy(nn.Module):
         return gym.make(self.env_id, render_mode=render_mode, **{**self.env_kwargs, **kwargs})
 
     @property
-    def env_signature(self) -> dict[str, Any]:
-        """The env description in the form checkpoints store it (``MBPODataModule.env_signature``)."""
-        return {"env_id": self.env_id, "env_kwargs": dict(self.env_kwargs), "obs_dim": self.obs_dim,
-                "act_dim": self.act_dim}  # fmt: skip
+    def env_spec(self) -> EnvSpec:
+        """The env description the checkpoint stored (:class:`~mbpo_pl.envs.EnvSpec`; no env is made)."""
+        return EnvSpec(self.env_id, dict(self.env_kwargs), self.obs_dim, self.act_dim)
 
 
 def actor_from_state_dict(state_dict: dict[str, Tensor], what: str) -> nn.Sequential:

@@ -13,6 +13,7 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor
 
+from mbpo_pl.model_io import apply_prediction, model_input
 from mbpo_pl.nets.ensemble import GaussianEnsemble
 from mbpo_pl.nets.sac import TanhGaussianActor
 from mbpo_pl.termination import TerminationFn
@@ -97,7 +98,7 @@ def branched_rollout(
             break
         steps_alive.append(torch.tensor(n, device=obs.device))
         action = actor.act(obs)
-        inputs = torch.cat([obs, action], dim=-1)
+        inputs = model_input(obs, action)
         per_member = -(-n // num_elites)  # ceil
         perm = torch.randperm(n, device=obs.device)
         # Pad to num_elites * per_member rows by cycling through perm (n may be smaller than the padding itself);
@@ -109,7 +110,7 @@ def branched_rollout(
         sample = sample.reshape(num_elites * per_member, -1)[:n]
         prediction = torch.empty_like(sample)
         prediction[perm] = sample  # undo the permutation: row i is sample i's prediction
-        reward, next_obs = prediction[:, 0], obs + prediction[:, 1:]
+        reward, next_obs = apply_prediction(obs, prediction)
         finite = torch.isfinite(next_obs).all(-1) & torch.isfinite(reward)
         dropped += (~finite).sum()
         terminated = termination_fn(next_obs)

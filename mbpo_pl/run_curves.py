@@ -54,8 +54,9 @@ def _run_starts(run_dirs: list[Path]) -> list[dict]:
     return starts
 
 
-def export(run_dirs: list[Path], output: Path, hardware: str | None = None, note: str | None = None,
-           commit: str | None = None) -> Path:
+def export(
+    run_dirs: list[Path], output: Path, hardware: str | None = None, note: str | None = None, commit: str | None = None
+) -> Path:
     """Write the run's curve to ``output`` and its description to ``runs.yaml`` beside it: env, seed, algorithm,
     precision, hardware and threads, the resolved config's hash, and every start of the run with its code commit
     (from ``provenance.yaml`` in the run folder; ``commit`` for a run whose folder has none); ``note`` is kept

@@ -46,13 +46,14 @@ class MBPO(LightningModule):
         self._sac_stat_count = 0
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["mbpo_env"] = self.trainer.datamodule.env_signature()
+        checkpoint["mbpo_env"] = self.trainer.datamodule.env_spec.signature()  # the one record of the env
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Runs before the weights are loaded: refuse a checkpoint of another env with a clear message instead of
-        # a tensor size mismatch (or, worse, silently loading weights of the same shape trained elsewhere).
+        # Runs before the weights, buffers and callbacks are loaded: refuse a checkpoint of another env with a clear
+        # message instead of a tensor size mismatch (or, worse, silently loading weights of the same shape trained
+        # elsewhere).
         if self._trainer is not None and "mbpo_env" in checkpoint:
-            self.trainer.datamodule.check_env_signature(checkpoint["mbpo_env"])
+            self.trainer.datamodule.env_spec.check_checkpoint(checkpoint["mbpo_env"])
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [*self.sac.configure_optimizers(), *self.dynamics.configure_optimizers()]

@@ -91,11 +91,11 @@ def soft_clamp_logvar(logvar: Tensor, min_logvar: Tensor, max_logvar: Tensor) ->
 
 
 class GaussianEnsemble(nn.Module):
-    """``E`` Gaussian MLPs predicting mean and log-variance of ``target = [reward, next_obs - obs]``.
+    """``E`` Gaussian MLPs predicting mean and log-variance of the model target (:mod:`mbpo_pl.model_io`).
 
     Args:
-        input_size: ``obs_dim + act_dim``.
-        output_size: ``1 + obs_dim``.
+        input_size: ``model_io.input_size(obs_dim, act_dim)``.
+        output_size: ``model_io.target_size(obs_dim)``.
         ensemble_size: number of members ``E``.
         hidden_size: units per hidden layer.
         num_hidden_layers: hidden layers per member (SiLU activations).
