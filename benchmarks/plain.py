@@ -7,8 +7,8 @@ from tensordict import TensorDict
 
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.losses import alpha_loss, polyak_update, soft_q_target
+from mbpo_pl.manual_optimization import optimizer_step, own_optimizers
 from mbpo_pl.sac import SACModule
-from mbpo_pl.utils import optimizer_step, own_optimizers
 
 
 class PlainDynamics(DynamicsModule):

@@ -30,24 +30,15 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.clock import RunClock
 from callbacks.model_data import check_batches_fit, model_data_metrics, refill_model_buffer, train_dynamics
 from callbacks.real_env import RealEnvRunner
 from mbpo_pl.data import MBPODataModule
-from mbpo_pl.errors import ConfigError, require_positive
+from mbpo_pl.errors import ConfigError, NonFiniteError, require_positive
+from mbpo_pl.rng import global_rng_state, set_global_rng_state
 from mbpo_pl.rollout import model_buffer_capacity, rollout_length
+from mbpo_pl.run_state import RunState
 from mbpo_pl.system import MBPO
 from mbpo_pl.termination import TerminationFn, choose_termination_fn
-from mbpo_pl.utils import NonFiniteError, global_rng_state, set_global_rng_state
-
-
-def find_loop(trainer: Trainer) -> MBPOLoop:
-    for callback in trainer.callbacks:
-        if isinstance(callback, MBPOLoop):
-            return callback
-    raise RuntimeError(
-        "No MBPOLoop callback is configured: add `callbacks.MBPOLoop` to `trainer.callbacks` (see conf/*.yaml)."
-    )
 
 
 class MBPOLoop(Callback):
@@ -94,17 +85,28 @@ class MBPOLoop(Callback):
         self.epoch_length = epoch_length
         self.retain_epochs = retain_epochs
         self.use_model = use_model
-        # Counters (checkpointed).
-        self.env_steps = 0
-        self.model_trainings = 0
-        self.rollout_length = 0
+        # The run's counters, ranks and clock: the module's RunState from setup() on (checkpointed here).
+        self.run = RunState()
         self.runner: RealEnvRunner | None = None  # the real env, built in setup()
-        self.clock = RunClock()  # the epoch's time split; other callbacks bill their parts to it
         self.termination_fn: TerminationFn | None = None  # what stops model rollouts, chosen in setup()
         self._pending_restore: dict[str, Any] | None = None
-        self.env_steps_per_s: float | None = None  # of the last epoch, for the progress bar
-        self.world_size = 1  # set from the Trainer in setup()
-        self._device = torch.device("cpu")  # the Trainer's, set in setup()
+
+    # The run's counters, read where they live (RunState).
+    @property
+    def env_steps(self) -> int:
+        return self.run.env_steps
+
+    @property
+    def model_trainings(self) -> int:
+        return self.run.model_trainings
+
+    @property
+    def rollout_length(self) -> int:
+        return self.run.rollout_length
+
+    @property
+    def world_size(self) -> int:
+        return self.run.world_size
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -116,14 +118,15 @@ class MBPOLoop(Callback):
                 f"loop.use_model=false trains SAC on real data only, but data.real_ratio={data.real_ratio} asks for "
                 "model data in every batch: set --data.real_ratio 1.0 (conf/sac.yaml does)."
             )
-        self.runner = RealEnvRunner(data.env_spec.make(), data.seed + 1000 * trainer.global_rank)
+        self.run = pl_module.run
+        self.run.total_env_steps, self.run.use_model = self.total_env_steps, self.use_model
+        self.run.max_rollout_length = self.rollout_schedule[3]
+        self.runner = RealEnvRunner(data.env_spec.make(), self.run.rank_seed())
         dynamics = pl_module.dynamics
         learned = dynamics.predict_termination if dynamics.learn_termination else None
         self.termination_fn = choose_termination_fn(data.env_id, learned)
-        check_batches_fit(data, self.init_random_steps, self.rollout_batch_size, trainer.world_size)
-        self.world_size = trainer.world_size
-        self._device = trainer.strategy.root_device
-        self.clock = RunClock(self._device)
+        check_batches_fit(data, self.init_random_steps, self.rollout_batch_size, self.run.world_size)
+        self.run.clock.watch()  # leaves SIGTSTP pauses out of the timings; undone in teardown()
 
     @property
     def episodes(self) -> int:
@@ -132,13 +135,14 @@ class MBPOLoop(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.runner is not None:
             self.runner.close()
+        self.run.clock.stop_watching()
 
     # ------------------------------------------------------------------ env
     def _env_step(self, trainer: Trainer, pl_module: MBPO, random: bool) -> None:
         """One real step (uniform-random action, or the current stochastic policy) into the real buffer."""
         transition, ended = self.runner.step(None if random else pl_module.sac.actor.act, pl_module.device)
         trainer.datamodule.add_real(transition)
-        self.env_steps += self.world_size  # global count: every rank takes one step at the same time
+        self.run.env_steps += self.run.world_size  # global count: every rank takes one step at the same time
         if ended is not None:
             pl_module.log_metrics(
                 {"train/episode_return": ended["return"], "train/episode_length": ended["length"]}, self.env_steps
@@ -150,16 +154,17 @@ class MBPOLoop(Callback):
         data: MBPODataModule = trainer.datamodule
         # The Trainer's precision (e.g. `--trainer.precision bf16-mixed`) covers model training and rollouts too,
         # not only the SAC updates in `training_step`.
-        with self.clock.timed("model_train"), trainer.precision_plugin.forward_context():
+        run = self.run
+        with run.clock.timed("model_train"), trainer.precision_plugin.forward_context():
             stats = train_dynamics(pl_module.dynamics, data)
-        self.model_trainings += 1
-        schedule_epoch = max(self.env_steps - self.init_random_steps, 0) // self.epoch_length
-        self.rollout_length = rollout_length(schedule_epoch, *self.rollout_schedule)
+        run.model_trainings += 1
+        schedule_epoch = max(run.env_steps - self.init_random_steps, 0) // self.epoch_length
+        run.rollout_length = rollout_length(schedule_epoch, *self.rollout_schedule)
         capacity = model_buffer_capacity(
-            self.rollout_length, self.rollout_batch_size, self.epoch_length, self.retain_epochs,
-            data.model_train_freq * self.world_size,
+            run.rollout_length, self.rollout_batch_size, self.epoch_length, self.retain_epochs,
+            data.model_train_freq * run.world_size,
         )  # fmt: skip
-        with self.clock.timed("rollout"), trainer.precision_plugin.forward_context():
+        with run.clock.timed("rollout"), trainer.precision_plugin.forward_context():
             result = refill_model_buffer(data, pl_module.dynamics, pl_module.sac.actor, self.termination_fn,
                                          self.rollout_length, self.rollout_batch_size, capacity)  # fmt: skip
         metrics = model_data_metrics(stats, pl_module.dynamics.elites, result, data, self.rollout_length,
@@ -168,41 +173,34 @@ class MBPOLoop(Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.clock.start_epoch()
-        with self.clock.timed("env"):
+        self.run.clock.start_epoch()
+        with self.run.clock.timed("env"):
             while self.env_steps < self.init_random_steps:
                 self._env_step(trainer, pl_module, random=True)
         if self.use_model:
             self._refresh_model_data(trainer, pl_module)
-        with self.clock.timed("env"):
+        with self.run.clock.timed("env"):
             self._env_step(trainer, pl_module, random=False)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if batch_idx < trainer.datamodule.model_train_freq - 1:
-            with self.clock.timed("env"):
+            with self.run.clock.timed("env"):
                 self._env_step(trainer, pl_module, random=False)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         data: MBPODataModule = trainer.datamodule
-        steps = data.model_train_freq
-        timing = self.clock.epoch_metrics(steps * self.world_size, steps * data.updates_per_step)  # SAC: per rank
-        self.env_steps_per_s = timing["time/env_steps_per_s"]
-        metrics: dict[str, Any] = dict(pl_module.pop_sac_stats())
-        bad = [key for key, value in metrics.items() if not torch.isfinite(value).all()]
-        if bad:
-            raise NonFiniteError(
-                f"SAC: {', '.join(bad)} became non-finite in the updates up to env step {self.env_steps}. Check the "
-                "rewards for NaN/inf or extreme scale, or lower model.sac.lr."
-            )
-        pl_module.log_metrics({**metrics, **timing, "train/env_steps": self.env_steps}, self.env_steps)
-        if self.env_steps >= self.total_env_steps:
+        run, steps = self.run, data.model_train_freq
+        timing = run.clock.epoch_metrics(steps * run.world_size, steps * data.updates_per_step)  # SAC: per rank
+        run.env_steps_per_s = timing["time/env_steps_per_s"]
+        pl_module.log_metrics({**timing, "train/env_steps": run.env_steps}, run.env_steps)
+        if run.env_steps >= self.total_env_steps:
             trainer.should_stop = True
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, NonFiniteError):
-            path = Path(trainer.log_dir or trainer.default_root_dir) / f"nonfinite-env_steps={self.env_steps}.ckpt"
+            path = Path(trainer.log_dir or trainer.default_root_dir) / f"nonfinite-env_steps={self.run.env_steps}.ckpt"
             trainer.save_checkpoint(path)
             rank_zero_warn(f"{exception}\nState at the failure saved to {path} for inspection.")
 
@@ -211,18 +209,19 @@ class MBPOLoop(Callback):
         """Counters, the real env's running episode and RNG (:meth:`RealEnvRunner.state_dict`) and the global torch
         RNG streams the loop draws from (policy sampling, rollouts)."""
         return {
-            "env_steps": self.env_steps,
-            "model_trainings": self.model_trainings,
-            "rollout_length": self.rollout_length,
-            "world_size": self.world_size,
+            "env_steps": self.run.env_steps,
+            "model_trainings": self.run.model_trainings,
+            "rollout_length": self.run.rollout_length,
+            "world_size": self.run.world_size,
             **self.runner.state_dict(),
             **global_rng_state(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.env_steps = state_dict["env_steps"]
-        self.model_trainings = state_dict["model_trainings"]
-        self.rollout_length = state_dict["rollout_length"]
+        # Loaded after setup(): self.run is the module's RunState.
+        self.run.env_steps = state_dict["env_steps"]
+        self.run.model_trainings = state_dict["model_trainings"]
+        self.run.rollout_length = state_dict["rollout_length"]
         self._pending_restore = state_dict
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -240,7 +239,7 @@ class MBPOLoop(Callback):
             )
         if len(trainer.datamodule.real_buffer) == 0:
             raise ConfigError(
-                f"This checkpoint was taken after {self.env_steps} env steps but holds no replay buffer, so "
+                f"This checkpoint was taken after {self.run.env_steps} env steps but holds no replay buffer, so "
                 "training cannot continue as if never stopped. Start a new run instead."
             )
         # Restored here, after the Trainer's own set-up, so nothing draws from these streams in between. The

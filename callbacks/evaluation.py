@@ -9,7 +9,6 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from callbacks.env_loop import find_loop
 from mbpo_pl.envs import run_episode
 from mbpo_pl.errors import ConfigError, require_positive
 from mbpo_pl.evaluate import PolicyEvaluation, evaluate_policy, offscreen_rendering
@@ -133,23 +132,23 @@ class Evaluation(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        loop = find_loop(trainer)
+        run = pl_module.run
         # The global count advances by world_size per step: evaluate at the step that reaches a multiple.
-        if loop.env_steps % self.every_n_env_steps >= loop.world_size:
+        if run.env_steps % self.every_n_env_steps >= run.world_size:
             return
-        if self.history and self.history[-1][0] == loop.env_steps:
+        if self.history and self.history[-1][0] == run.env_steps:
             return
         metrics = None
         if trainer.is_global_zero:
-            with loop.clock.timed("eval"):
+            with run.clock.timed("eval"):
                 evaluation = self.evaluate(pl_module)
-                if self.video_env is not None and loop.env_steps % self.video_every_n_env_steps < loop.world_size:
-                    self.log_video(trainer, self.record_video(pl_module), loop.env_steps)
+                if self.video_env is not None and run.env_steps % self.video_every_n_env_steps < run.world_size:
+                    self.log_video(trainer, self.record_video(pl_module), run.env_steps)
                 metrics = evaluation.metrics("eval/")
-                pl_module.log_metrics(metrics, loop.env_steps)
+                pl_module.log_metrics(metrics, run.env_steps)
         if trainer.world_size > 1:  # rank 0 evaluates; every rank's callbacks (ModelCheckpoint) see the result
             metrics = trainer.strategy.broadcast(metrics, src=0)
-        self.last_return = metrics["eval/return"]
-        self.history.append((loop.env_steps, self.last_return))
+        self.last_return = run.last_eval_return = metrics["eval/return"]
+        self.history.append((run.env_steps, self.last_return))
         # Into Lightning's callback metrics (the loggers already have them, at the env-step x-axis).
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, logger=False)

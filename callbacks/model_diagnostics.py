@@ -24,7 +24,6 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from callbacks.env_loop import MBPOLoop, find_loop
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.diagnostics import (
     distribution_shift,
@@ -37,6 +36,7 @@ from mbpo_pl.diagnostics import (
 )
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.errors import require_positive
+from mbpo_pl.run_state import RunState
 
 
 class ModelDiagnostics(Callback):
@@ -83,23 +83,23 @@ class ModelDiagnostics(Callback):
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state_dict["generator"])
 
-    def run_horizon(self, loop: MBPOLoop) -> int:
-        return self.horizon or max(loop.rollout_schedule[3], 5)
+    def run_horizon(self, run: RunState) -> int:
+        return self.horizon or max(run.max_rollout_length, 5)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        loop = find_loop(trainer)
-        if not trainer.is_global_zero or not loop.use_model or loop.model_trainings % self.every_n_model_trainings:
+        run = pl_module.run
+        if not trainer.is_global_zero or not run.use_model or run.model_trainings % self.every_n_model_trainings:
             return
-        data, horizon = trainer.datamodule, self.run_horizon(loop)
-        with loop.clock.timed("diagnostics"):
+        data, horizon = trainer.datamodule, self.run_horizon(run)
+        with run.clock.timed("diagnostics"):
             with trainer.precision_plugin.forward_context():
                 metrics = {
-                    **self.model_error(data, pl_module.dynamics, loop.rollout_length, horizon),
+                    **self.model_error(data, pl_module.dynamics, run.rollout_length, horizon),
                     **self.data_shift(data),
                 }
-            if "dynamics/error_segments" in metrics and self._figure_due(loop):
-                self._log_figure(trainer, loop)
-            pl_module.log_metrics(metrics, loop.env_steps)
+            if "dynamics/error_segments" in metrics and self._figure_due(run):
+                self._log_figure(trainer, run)
+            pl_module.log_metrics(metrics, run.env_steps)
 
     def model_error(
         self, data: MBPODataModule, dynamics: DynamicsModule, rollout_length: int, horizon: int
@@ -154,16 +154,16 @@ class ModelDiagnostics(Callback):
         index = torch.randint(len(buffer), (self.distribution_samples,), generator=self.generator)
         return buffer.storage[index.to(buffer.storage.device)]
 
-    def _figure_due(self, loop: MBPOLoop) -> bool:
+    def _figure_due(self, run: RunState) -> bool:
         every = self.figure_every_n_model_trainings
-        return every is not None and self.last_curve is not None and loop.model_trainings % every == 0
+        return every is not None and self.last_curve is not None and run.model_trainings % every == 0
 
-    def _log_figure(self, trainer: Trainer, loop: MBPOLoop) -> None:
+    def _log_figure(self, trainer: Trainer, run: RunState) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers:
             return
         from mbpo_pl.diagnose import error_curve_figure
 
-        figure = error_curve_figure(self.last_curve, self.error_threshold, loop.rollout_length, loop.env_steps)
+        figure = error_curve_figure(self.last_curve, self.error_threshold, run.rollout_length, run.env_steps)
         for logger in loggers:
-            logger.experiment.add_figure("dynamics/error_vs_horizon", figure, global_step=loop.env_steps)
+            logger.experiment.add_figure("dynamics/error_vs_horizon", figure, global_step=run.env_steps)

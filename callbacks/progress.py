@@ -9,8 +9,6 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from tqdm.auto import tqdm
 
-from callbacks.env_loop import find_loop
-
 
 class MBPOProgressBar(ProgressBar):
     """Env steps done out of ``loop.total_env_steps`` with the run's ETA, the last evaluation return and env
@@ -35,15 +33,12 @@ class MBPOProgressBar(ProgressBar):
         self._enabled = True
 
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
-        loop = find_loop(trainer)
-        metrics: dict[str, Any] = {"env_steps": f"{loop.env_steps}/{loop.total_env_steps}"}
-        last_return = next(
-            (cb.last_return for cb in trainer.callbacks if getattr(cb, "last_return", None) is not None), None
-        )
-        if last_return is not None:
-            metrics["eval"] = f"{last_return:.1f}"
-        if loop.env_steps_per_s is not None:
-            metrics["steps/s"] = f"{loop.env_steps_per_s:.1f}"
+        run = pl_module.run
+        metrics: dict[str, Any] = {"env_steps": f"{run.env_steps}/{run.total_env_steps}"}
+        if run.last_eval_return is not None:
+            metrics["eval"] = f"{run.last_eval_return:.1f}"
+        if run.env_steps_per_s is not None:
+            metrics["steps/s"] = f"{run.env_steps_per_s:.1f}"
         return metrics
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -52,16 +47,16 @@ class MBPOProgressBar(ProgressBar):
             self._timing_policy_steps = False
 
     def _open(self, trainer: Trainer, leave: bool) -> None:
-        loop = find_loop(trainer)
+        run = trainer.lightning_module.run
         self.bar = tqdm(
-            total=loop.total_env_steps, initial=loop.env_steps, desc=trainer.datamodule.env_id, unit="step",
+            total=run.total_env_steps, initial=run.env_steps, desc=trainer.datamodule.env_id, unit="step",
             dynamic_ncols=True, file=sys.stdout, smoothing=0.05, leave=leave,
         )  # fmt: skip
 
     def _refresh(self, trainer: Trainer, pl_module: LightningModule, force: bool = False) -> None:
         if self.bar is None:
             return
-        steps = find_loop(trainer).env_steps
+        steps = pl_module.run.env_steps
         if force or steps - self.bar.n >= self.refresh_every_n_env_steps:
             metrics = self.get_metrics(trainer, pl_module)
             metrics.pop("env_steps")

@@ -12,7 +12,7 @@ from tensordict import TensorDict
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
 
 from mbpo_pl.errors import ConfigError
-from mbpo_pl.utils import seeded_generator
+from mbpo_pl.rng import seeded_generator
 
 # A save's folder is named by its token: numbers joined by "-" (the buffers' write counts, see MBPODataModule).
 _SAVE_NAME = re.compile(r"\d+(-\d+)+")

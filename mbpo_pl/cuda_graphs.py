@@ -13,10 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from lightning.pytorch import Trainer
 from tensordict import TensorDictBase
 from torch import Tensor
 
 from mbpo_pl.errors import ConfigError
+from mbpo_pl.manual_optimization import lightning_step_is_plain
 
 StepInput = Tensor | TensorDictBase
 
@@ -121,3 +123,18 @@ def resolve_cuda_graphs(setting: bool | None, blocker: str | None, name: str) ->
             f"{name}=true {blocker}: set it to false, or leave it unset to use graphs where they can run."
         )
     return blocker is None if setting is None else setting
+
+
+def step_switches(trainer: Trainer | None, cuda_graphs: bool | None, lightning_hooks_every_step: bool,
+                  name: str) -> tuple[bool, bool]:  # fmt: skip
+    """A child module's speed switches in ``trainer``'s run, read from the run itself (device, processes, precision
+    plugin): whether its training step replays as a CUDA graph (``cuda_graphs`` resolved, :func:`resolve_cuda_graphs`,
+    ``name`` in its errors), and whether steps after the first of a call may skip Lightning's hooks (where
+    :func:`~mbpo_pl.manual_optimization.lightning_step_is_plain` holds and ``lightning_hooks_every_step`` is off).
+    Detached (no Trainer): graphs only where asked for, every step through the module's own path."""
+    if trainer is None:
+        return bool(cuda_graphs), False
+    scaler = getattr(trainer.precision_plugin, "scaler", None) is not None
+    blocker = cuda_graphs_blocker(trainer.strategy.root_device, trainer.world_size, scaler)
+    direct = lightning_step_is_plain(trainer) and not lightning_hooks_every_step
+    return resolve_cuda_graphs(cuda_graphs, blocker, name), direct

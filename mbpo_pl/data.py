@@ -28,6 +28,7 @@ from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 from mbpo_pl.buffers import buffer_state, dump_buffer, load_dumped_buffer, make_replay_buffer, restore_buffer
 from mbpo_pl.envs import EnvSpec
 from mbpo_pl.errors import ConfigError, require_positive
+from mbpo_pl.run_state import RunState
 
 
 def _as_is(batch: TensorDict) -> TensorDict:
@@ -65,7 +66,7 @@ class MBPODataModule(LightningDataModule):
         buffer_dir: directory of the memory-mapped buffers (``memmap`` only; default: ``buffers/`` in the run's own
             log folder, so runs never share buffer files and a resumed run finds its own).
 
-    The buffers' sampling generators are seeded from the run seed (``seed_everything``) plus ``1000 * rank``.
+    The buffers' sampling generators are seeded per rank from the run seed (``RunState.rank_seed``).
     """
 
     def __init__(
@@ -108,9 +109,7 @@ class MBPODataModule(LightningDataModule):
         self._saved_token: str | None = None
         self._kept_token: str | None = None
         self._saved_states: dict[str, dict] = {}
-        self._device = torch.device("cpu")
-        self._rank = 0
-        self.seed = 0
+        self.run = RunState()  # the run's device, rank and seed: the module's RunState from setup() on
 
     # The env's facts, read from its one description (the CLI links obs_dim/act_dim into the networks' sizes).
     @property
@@ -133,15 +132,23 @@ class MBPODataModule(LightningDataModule):
         if self.real_buffer is not None:
             return
         if self.trainer is not None:
-            self._device = self.trainer.strategy.root_device
-            self._rank = self.trainer.global_rank
+            self.run = self.trainer.lightning_module.run
+        else:  # detached (scripts, benchmarks): this process, seeded as torch is
+            self.run = RunState(seed=torch.initial_seed() % 2**31)
         if self.buffer_dir is None and self.buffer_storage == "memmap":
             run_dir = self.trainer.log_dir if self.trainer is not None else None  # the same on every rank
             self.buffer_dir = Path(run_dir or ".") / "buffers"
-        self.seed = torch.initial_seed() % 2**31  # the run seed after seed_everything
         self.real_buffer, self._generators["real"] = make_replay_buffer(
-            self.real_buffer_size, self._device, self.seed + 1000 * self._rank, self._memmap_dir("real")
+            self.real_buffer_size, self._device, self.run.rank_seed(0), self._memmap_dir("real")
         )
+
+    @property
+    def _device(self) -> torch.device:
+        return self.run.device
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
 
     def add_real(self, transitions: TensorDict) -> None:
         self.real_buffer.extend(transitions.to(self._device))
@@ -162,7 +169,7 @@ class MBPODataModule(LightningDataModule):
         if old is not None and old.storage.max_size == capacity:
             return
         self.model_buffer, self._generators["model"] = make_replay_buffer(
-            capacity, self._device, self.seed + 1000 * self._rank + 1, self._memmap_dir(f"model-{capacity}")
+            capacity, self._device, self.run.rank_seed(1), self._memmap_dir(f"model-{capacity}")
         )
         if old is not None and len(old) > 0:
             self.model_buffer.extend(self.latest(old, min(len(old), capacity)))
@@ -172,7 +179,7 @@ class MBPODataModule(LightningDataModule):
     def _memmap_dir(self, name: str) -> Path | None:
         if self.buffer_storage != "memmap":
             return None
-        return self.buffer_dir / f"rank{self._rank}" / "live" / name
+        return self.buffer_dir / f"rank{self.run.rank}" / "live" / name
 
     @staticmethod
     def latest(buffer: TensorDictReplayBuffer, count: int) -> TensorDict:
@@ -244,7 +251,7 @@ class MBPODataModule(LightningDataModule):
         self._generators[name] = generator
 
     def _dump_dir(self, name: str) -> Path:
-        return self.buffer_dir / f"rank{self._rank}" / "checkpoint" / name
+        return self.buffer_dir / f"rank{self.run.rank}" / "checkpoint" / name
 
     def state_dict(self) -> dict:
         """Both replay buffers (filled part only) with writer positions and sampling RNG states.
@@ -260,7 +267,7 @@ class MBPODataModule(LightningDataModule):
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.seed = state["seed"]
+        self.run.seed = state["seed"]  # the run seed the buffers were made with (model buffers are remade)
         for name in ("real", "model"):
             if name in state:
                 self._load_buffer(name, state[name])

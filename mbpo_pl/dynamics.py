@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from mbpo_pl.cuda_graphs import CudaGraphStep
-from mbpo_pl.errors import ConfigError
+from mbpo_pl.cuda_graphs import CudaGraphStep, step_switches
+from mbpo_pl.errors import ConfigError, NonFiniteError
 from mbpo_pl.holdout import BestMembers, split_holdout
+from mbpo_pl.manual_optimization import all_mean, clear_grads, is_distributed, optimizer_step, own_optimizers
 from mbpo_pl.model_io import input_size, model_input, model_target, target_size
 from mbpo_pl.nets.ensemble import GaussianEnsemble, TerminationClassifier, gaussian_nll
-from mbpo_pl.utils import NonFiniteError, all_mean, clear_grads, is_distributed, optimizer_step, own_optimizers
 
 # Official MBPO per-layer L2 coefficients for the 4 hidden layers + output layer.
 DEFAULT_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
@@ -109,14 +109,14 @@ class DynamicsModule(LightningModule):
         self.fused_optimizer = fused_optimizer
         self.cuda_graphs = cuda_graphs
         self.lightning_hooks_every_step = lightning_hooks_every_step
-        # Set by the Trainer's set-up (MBPO.setup): whether steps after the first of a call may skip Lightning.
+        # Whether steps after the first of a call may skip Lightning: resolved from the run with the optimizers.
         self.direct_steps = False
         self.model = GaussianEnsemble(input_size(obs_dim, act_dim), target_size(obs_dim), ensemble_size, hidden_size,
                                        num_hidden_layers)  # fmt: skip
         self.register_buffer("elites", torch.arange(num_elites))
         self.termination_steps = termination_steps
         self.termination = TerminationClassifier(obs_dim) if learn_termination else None
-        # Enabled by the Trainer's set-up (MBPO.setup) when `cuda_graphs` is None; here only when asked for.
+        # Enabled from the run by configure_optimizers (`cuda_graphs` None: where graphs can run).
         self.graphed_step = CudaGraphStep(
             self._train_step, bool(cuda_graphs), before_capture=partial(clear_grads, self)
         )
@@ -126,6 +126,9 @@ class DynamicsModule(LightningModule):
         return self.termination is not None
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        self.graphed_step.enabled, self.direct_steps = step_switches(
+            self._trainer, self.cuda_graphs, self.lightning_hooks_every_step, "model.dynamics.cuda_graphs"
+        )
         layers = self.model.layers
         groups = [{"params": [layer.weight], "weight_decay": c} for c, layer in zip(self.weight_decay, layers)]
         decayed = {id(layer.weight) for layer in layers}

@@ -13,6 +13,10 @@ class ConfigError(ValueError):
     """A mistake in the user's config, command line, environment choice or checkpoint; the message says the fix."""
 
 
+class NonFiniteError(FloatingPointError):
+    """A loss became NaN/inf: training stops (``MBPOLoop`` saves a diagnostic checkpoint first)."""
+
+
 def require_positive(section: str, **values: int) -> None:
     """Raise a :class:`ConfigError` naming ``section.key`` for the first value below 1."""
     for name, value in values.items():

@@ -11,10 +11,10 @@ from lightning.pytorch import LightningModule
 from tensordict import TensorDict
 from torch import Tensor, nn
 
-from mbpo_pl.cuda_graphs import CudaGraphStep
+from mbpo_pl.cuda_graphs import CudaGraphStep, step_switches
 from mbpo_pl.losses import alpha_loss, polyak_update, soft_q_target
+from mbpo_pl.manual_optimization import clear_grads, optimizer_step, own_optimizers
 from mbpo_pl.nets.sac import TanhGaussianActor, TwinQCritic
-from mbpo_pl.utils import clear_grads, optimizer_step, own_optimizers
 
 
 class SACModule(LightningModule):
@@ -75,19 +75,22 @@ class SACModule(LightningModule):
         self.fused_optimizer = fused_optimizer
         self.cuda_graphs = cuda_graphs
         self.lightning_hooks_every_step = lightning_hooks_every_step
-        # Set by the Trainer's set-up (MBPO.setup): whether updates after the first of a call may skip Lightning.
+        # Whether updates after the first of a call may skip Lightning: resolved from the run with the optimizer.
         self.direct_steps = False
         self.target_entropy = float(-act_dim if target_entropy is None else target_entropy)
         self.actor = TanhGaussianActor(obs_dim, act_dim, hidden_size, num_hidden_layers)
         self.critic = TwinQCritic(obs_dim, act_dim, hidden_size, num_hidden_layers)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
-        # Enabled by the Trainer's set-up (MBPO.setup) when `cuda_graphs` is None; here only when asked for.
+        # Enabled from the run by configure_optimizers (`cuda_graphs` None: where graphs can run).
         self.graphed_step = CudaGraphStep(
             self._update_many, bool(cuda_graphs), before_capture=partial(clear_grads, self)
         )
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        self.graphed_step.enabled, self.direct_steps = step_switches(
+            self._trainer, self.cuda_graphs, self.lightning_hooks_every_step, "model.sac.cuda_graphs"
+        )
         params = [*self.critic.parameters(), *self.actor.parameters(), self.log_alpha]
         return [torch.optim.Adam(params, lr=self.lr, fused=self.fused_optimizer, capturable=self.graphed_step.enabled)]
 
@@ -108,7 +111,8 @@ class SACModule(LightningModule):
         """One SAC update on a ``[B]`` transition batch; returns detached scalar statistics (no host sync).
 
         ``through_lightning=False``: backward and optimizer step without Lightning's hooks (see
-        ``lightning_hooks_every_step``; only where :func:`~mbpo_pl.utils.lightning_step_is_plain` holds)."""
+        ``lightning_hooks_every_step``; only where
+        :func:`~mbpo_pl.manual_optimization.lightning_step_is_plain` holds)."""
         (optimizer,) = own_optimizers(self)
         obs, action = batch["observation"], batch["action"]
         reward = batch["next", "reward"].squeeze(-1)

@@ -1,8 +1,9 @@
 """``MBPO``: the root LightningModule composing the dynamics ensemble and SAC under one Trainer.
 
 Both children are LightningModules with manual optimization; this root owns the optimizers the Trainer's
-strategy manages (SAC's one, then the ensemble's one or two), runs the SAC updates in ``training_step`` and exposes
-the ensemble training that the env-loop callback triggers once per epoch (model-training period).
+strategy manages (SAC's one, then the ensemble's one or two), runs the SAC updates in ``training_step`` and logs
+their statistics once per epoch (model-training period); the env-loop callback trains the ensemble. The run's
+state (env steps, ranks, seeds, device, clock) is :attr:`MBPO.run`, where every callback reads it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from tensordict import TensorDict
 from torch import Tensor
 
-from mbpo_pl.cuda_graphs import cuda_graphs_blocker, resolve_cuda_graphs
 from mbpo_pl.dynamics import DynamicsModule
+from mbpo_pl.errors import NonFiniteError
+from mbpo_pl.run_state import RunState
 from mbpo_pl.sac import SACModule
-from mbpo_pl.utils import lightning_step_is_plain
 
 
 class MBPO(LightningModule):
@@ -31,8 +32,9 @@ class MBPO(LightningModule):
     The speed switches (``cuda_graphs``, ``lightning_hooks_every_step``, ``fused_optimizer``) are settings of each
     child, not of this root: each child is also used on its own (the benchmark, scripts, tests) with its own
     optimizer and training step, and the two steps differ in kind (G SAC updates per env step, one ensemble step
-    per minibatch of a training call), so a run can, e.g., replay only the SAC updates as a graph. ``setup`` resolves
-    both children's switches against the same Trainer (device, processes, precision plugin).
+    per minibatch of a training call), so a run can, e.g., replay only the SAC updates as a graph. Each child
+    resolves its switches from the Trainer's run itself when its optimizer is built
+    (:func:`~mbpo_pl.cuda_graphs.step_switches`).
     """
 
     def __init__(self, dynamics: DynamicsModule, sac: SACModule) -> None:
@@ -44,6 +46,14 @@ class MBPO(LightningModule):
         self.sac = sac
         self._sac_stat_sums: dict[str, Tensor] = {}
         self._sac_stat_count = 0
+        self._run: RunState | None = None
+
+    @property
+    def run(self) -> RunState:
+        """The run's state (:class:`~mbpo_pl.run_state.RunState`), built from the Trainer on first use."""
+        if self._run is None:
+            self._run = RunState.from_trainer(self.trainer) if self._trainer is not None else RunState()
+        return self._run
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["mbpo_env"] = self.trainer.datamodule.env_spec.signature()  # the one record of the env
@@ -58,33 +68,29 @@ class MBPO(LightningModule):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [*self.sac.configure_optimizers(), *self.dynamics.configure_optimizers()]
 
-    def setup(self, stage: str) -> None:
-        # CUDA graphs for the training steps: on by default where they can run, an error where asked for and not.
-        blocker = cuda_graphs_blocker(
-            self.trainer.strategy.root_device,
-            self.trainer.world_size,
-            getattr(self.trainer.precision_plugin, "scaler", None) is not None,
-        )
-        plain = lightning_step_is_plain(self.trainer)
-        for name in ("sac", "dynamics"):
-            child = getattr(self, name)
-            child.graphed_step.enabled = resolve_cuda_graphs(child.cuda_graphs, blocker, f"model.{name}.cuda_graphs")
-            # Lightning's backward/step hooks once per call (env step, training call), or for every step.
-            child.direct_steps = plain and not child.lightning_hooks_every_step
-
     def training_step(self, batch: TensorDict, batch_idx: int) -> None:
-        """``batch`` is ``[G, batch_size]``: G SAC updates for the real env step that preceded it."""
+        """``batch`` is ``[G, batch_size]``: G SAC updates for the real env step that preceded it. The epoch's last
+        step logs the means of the epoch's SAC statistics (one host sync per epoch)."""
         for key, value in self.sac.update_many(batch).items():
             total = self._sac_stat_sums.get(key)
             # A copy: with CUDA graphs `value` is the graph's own output tensor, rewritten by the next replay.
             self._sac_stat_sums[key] = value.clone() if total is None else total + value
         self._sac_stat_count += batch.shape[0]
+        if batch_idx == self.trainer.num_training_batches - 1:
+            self.log_metrics(self._pop_sac_stats(), self.run.env_steps)
 
-    def pop_sac_stats(self) -> dict[str, Tensor]:
-        """Means of the SAC statistics since the last call (``train/`` namespace), then reset."""
+    def _pop_sac_stats(self) -> dict[str, Tensor]:
+        """Means of the SAC statistics since the last call (``train/`` namespace), then reset; a non-finite one
+        stops training (before the epoch's checkpoint is written)."""
         count = max(self._sac_stat_count, 1)
         means = {f"train/{key}": value / count for key, value in self._sac_stat_sums.items()}
         self._sac_stat_sums, self._sac_stat_count = {}, 0
+        bad = [key for key, value in means.items() if not torch.isfinite(value).all()]
+        if bad:
+            raise NonFiniteError(
+                f"SAC: {', '.join(bad)} became non-finite in the updates up to env step {self.run.env_steps}. Check "
+                "the rewards for NaN/inf or extreme scale, or lower model.sac.lr."
+            )
         return means
 
     @rank_zero_only

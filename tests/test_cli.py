@@ -268,7 +268,7 @@ def test_lightning_steps_are_skipped_only_where_they_add_nothing_but_hooks(kwarg
     from lightning.pytorch import Trainer
     from lightning.pytorch.plugins.precision import MixedPrecision
 
-    from mbpo_pl.utils import lightning_step_is_plain
+    from mbpo_pl.manual_optimization import lightning_step_is_plain
 
     if kwargs.pop("gradient_scaler", False):  # 16-mixed: on CPU Lightning itself would switch to bf16
         kwargs["plugins"] = [MixedPrecision("16-mixed", "cpu")]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from callbacks.clock import RunClock
+from mbpo_pl.clock import RunClock
 
 
 def test_timed_parts_accumulate_and_survive_exceptions():
@@ -38,15 +38,23 @@ def test_epoch_metrics_split_the_epoch_into_its_parts_and_the_sac_rest():
     assert metrics["time/env_s"] >= 0.02 and metrics["time/sac_s"] >= 0.03
     assert metrics["time/env_steps_per_s"] == pytest.approx(10 / metrics["time/epoch_s"])
     assert metrics["time/sac_updates_per_s"] == pytest.approx(200 / metrics["time/sac_s"])
+    time.sleep(0.02)  # between two epochs (a checkpoint being saved)
+    with clock.timed("diagnostics"):  # a callback whose epoch-end hook ran after the figures were taken
+        time.sleep(0.01)
     clock.start_epoch()
-    assert clock.parts == {} and clock.epoch_metrics(1, 1)["time/epoch_s"] < 0.02
+    assert set(clock.parts) == {"diagnostics", "between_epochs"} and clock.parts["between_epochs"] >= 0.02
+    nxt = clock.epoch_metrics(1, 1)
+    assert nxt["time/epoch_s"] >= 0.03 and nxt["time/diagnostics_s"] >= 0.01  # nothing in between goes uncounted
+    assert nxt["time/epoch_s"] == pytest.approx(nxt["time/between_epochs_s"] + nxt["time/diagnostics_s"]
+                                               + nxt["time/sac_s"])  # fmt: skip
 
 
 # A process that times 0.5 s of busy work on a RunClock, with a suspension in the middle, and prints the metrics.
 SUSPENDED_WORKER = """
 import json, time
-from callbacks.clock import RunClock
+from mbpo_pl.clock import RunClock
 clock = RunClock()
+clock.watch()
 clock.start_epoch()
 wall_start = time.perf_counter()
 print("ready", flush=True)

@@ -7,7 +7,7 @@ import torch
 
 from mbpo_pl.cli import main
 from mbpo_pl.dynamics import DynamicsModule
-from mbpo_pl.utils import NonFiniteError
+from mbpo_pl.errors import NonFiniteError
 
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
 

@@ -1,4 +1,5 @@
-"""Small helpers shared by the LightningModules."""
+"""Manual optimization of a child LightningModule under the root's Trainer: its own optimizers, one visible update
+(zero_grad, backward, gradient average over ranks, step), cross-rank means, and when Lightning's step adds nothing."""
 
 from __future__ import annotations
 
@@ -10,10 +11,6 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import ParallelStrategy, SingleDeviceStrategy
 from torch import Tensor
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss became NaN/inf: training stops (``MBPOLoop`` saves a diagnostic checkpoint first)."""
 
 
 def own_optimizers(module: LightningModule) -> list:
@@ -116,24 +113,3 @@ def lightning_step_is_plain(trainer: Trainer) -> bool:
         and type(plugin) in (Precision, MixedPrecision)
         and getattr(plugin, "scaler", None) is None
     )
-
-
-def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    return generator
-
-
-def global_rng_state() -> dict[str, object]:
-    """The global torch RNG streams (CPU and every CUDA device), for a checkpoint."""
-    return {
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_global_rng_state(state: dict[str, object]) -> None:
-    """Restore what :func:`global_rng_state` returned (CUDA streams only where CUDA is available)."""
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 import torch
 
 _suspended_s = 0.0  # seconds this process spent suspended by SIGTSTP, since it started watching
+_watchers = 0  # clocks watching now; the handler stays installed while there is one
+_previous_handler: object = None  # what SIGTSTP did before the first watcher, put back after the last
 
 
 def _suspend(signum: int, frame: object) -> None:
@@ -28,13 +30,28 @@ def _suspend(signum: int, frame: object) -> None:
     _suspended_s += time.perf_counter() - start
 
 
-def watch_suspensions() -> None:
-    """Count SIGTSTP suspensions from now on (once per process; only from the main thread, and only where SIGTSTP
-    still has its default action, so a handler set by someone else is kept)."""
+def watch_suspensions() -> bool:
+    """Count SIGTSTP suspensions from now on, until the matching :func:`stop_watching_suspensions`. Only from the
+    main thread, and only where SIGTSTP still has its default action (a handler set by someone else is kept);
+    returns whether this call is watching (and so must be matched)."""
+    global _watchers, _previous_handler
     tstp = getattr(signal, "SIGTSTP", None)
-    if tstp is not None and threading.current_thread() is threading.main_thread():
-        if signal.getsignal(tstp) == signal.SIG_DFL:
-            signal.signal(tstp, _suspend)
+    if tstp is None or threading.current_thread() is not threading.main_thread():
+        return False
+    if _watchers == 0:
+        if signal.getsignal(tstp) != signal.SIG_DFL:
+            return False
+        _previous_handler = signal.signal(tstp, _suspend)
+    _watchers += 1
+    return True
+
+
+def stop_watching_suspensions() -> None:
+    """End one :func:`watch_suspensions`; the last one puts SIGTSTP's previous action back."""
+    global _watchers
+    _watchers -= 1
+    if _watchers == 0 and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTSTP, _previous_handler)
 
 
 def suspended_seconds() -> float:
@@ -47,15 +64,27 @@ class RunClock:
 
     On a GPU, queued work is waited for at each boundary, so each part is charged its own GPU time (the SAC updates
     are launched asynchronously and would otherwise be billed to the next operation that waits for the GPU).
-    Suspensions by SIGTSTP are not counted (module docstring).
+    Suspensions by SIGTSTP are not counted while the clock :meth:`watch`-es for them (module docstring); the
+    process's SIGTSTP action is put back by :meth:`stop_watching`.
     """
 
     def __init__(self, device: torch.device | None = None) -> None:
         self.device = device or torch.device("cpu")
-        watch_suspensions()
         self.parts: dict[str, float] = {}
         self.epoch_start = self.now()
         self.epoch_suspended_start = suspended_seconds()
+        self.epoch_end: float | None = None
+        self._watching = False
+
+    def watch(self) -> None:
+        """Leave out time suspended by SIGTSTP from now on (installs the process's handler; see the module)."""
+        if not self._watching:
+            self._watching = watch_suspensions()
+
+    def stop_watching(self) -> None:
+        if self._watching:
+            stop_watching_suspensions()
+            self._watching = False
 
     def now(self) -> float:
         """Seconds on a monotonic clock that stands still while the process is suspended."""
@@ -75,23 +104,37 @@ class RunClock:
         self.parts = {}
 
     def start_epoch(self) -> None:
-        """Start timing a new epoch: its start time, no parts yet."""
-        self.epoch_start = self.now()
-        self.epoch_suspended_start = suspended_seconds()
-        self.reset()
+        """Start timing an epoch. The first: from now, no parts yet. After :meth:`epoch_metrics`, the epoch began
+        when the last one's figures were taken: what was timed since (a callback whose epoch-end hook ran after
+        them) is already in its parts, and the rest of the time in between (the checkpoint saved at the epoch's
+        end, Lightning's epoch bookkeeping) is its ``between_epochs`` part. No time goes uncounted."""
+        now = self.now()
+        if self.epoch_end is None:
+            self.reset()
+            self.epoch_start = now
+            self.epoch_suspended_start = suspended_seconds()
+        else:
+            gap = now - self.epoch_end
+            self.parts["between_epochs"] = max(gap - sum(self.parts.values()), 0.0)
+        self.epoch_end = None
 
     def epoch_metrics(self, env_steps: int, sac_updates: int) -> dict[str, float]:
         """The ``time/`` metrics of the epoch since :meth:`start_epoch`, which took ``env_steps`` env steps and
         ``sac_updates`` SAC updates: its wall seconds, each part's seconds, and the SAC updates' share (the
         rest: the Trainer's training steps) with the rates both give; and the seconds it was suspended, which
-        none of the others include."""
+        none of the others include. The next epoch's time counts from here (:meth:`start_epoch`)."""
         elapsed = self.now() - self.epoch_start
         sac_seconds = max(elapsed - sum(self.parts.values()), 1e-9)
-        return {
+        suspended = suspended_seconds()
+        metrics = {
             "time/env_steps_per_s": env_steps / elapsed,
             "time/sac_updates_per_s": sac_updates / sac_seconds,
             "time/epoch_s": elapsed,
             "time/sac_s": sac_seconds,
-            "time/suspended_s": suspended_seconds() - self.epoch_suspended_start,
+            "time/suspended_s": suspended - self.epoch_suspended_start,
             **{f"time/{key}_s": value for key, value in self.parts.items()},
         }
+        self.epoch_suspended_start = suspended
+        self.epoch_start = self.epoch_end = self.now()
+        self.reset()
+        return metrics

@@ -1,0 +1,64 @@
+"""``RunState``: the run-level facts every part of a training run reads, in one place.
+
+The root module holds it (``MBPO.run``) and builds it from the Trainer the first time a part asks: the DataModule
+(device, per-rank buffer seeds), the env loop (which advances the counters), the evaluation, the diagnostics, the
+progress bar and the CLI all read it there instead of finding each other in the callback list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from lightning.pytorch import Trainer
+
+from mbpo_pl.clock import RunClock
+
+RANK_SEED_STRIDE = 1000  # rank r's streams are seeded seed + 1000 * r (+ the stream's own offset)
+
+
+@dataclass
+class RunState:
+    """Where a run is and what it runs on.
+
+    Attributes:
+        seed: the run seed (``seed_everything``; a resumed run keeps its checkpoint's).
+        rank, world_size: this process and the number of processes (DDP ranks).
+        device: the Trainer's root device.
+        total_env_steps: the run's length in real env steps (``loop.total_env_steps``).
+        use_model: whether the run trains a model and makes rollouts (``false``: the model-free SAC baseline).
+        max_rollout_length: the longest rollout the schedule reaches.
+        env_steps: real env steps so far, counted globally (each process's step counts ``world_size``).
+        model_trainings: ensemble trainings so far.
+        rollout_length: the rollout length ``k`` of the last model-data refresh.
+        last_eval_return: the last evaluation's mean return (``None`` before the first).
+        env_steps_per_s: env steps per second over the last epoch (``None`` before the first).
+        clock: the epoch's time split that every part bills its time to (``time/`` metrics).
+    """
+
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    total_env_steps: int = 0
+    use_model: bool = True
+    max_rollout_length: int = 1
+    env_steps: int = 0
+    model_trainings: int = 0
+    rollout_length: int = 0
+    last_eval_return: float | None = None
+    env_steps_per_s: float | None = None
+    clock: RunClock = field(default_factory=RunClock)
+
+    @classmethod
+    def from_trainer(cls, trainer: Trainer) -> RunState:
+        """The facts of ``trainer``'s run; the seed is the global torch seed ``seed_everything`` set."""
+        device = trainer.strategy.root_device
+        return cls(torch.initial_seed() % 2**31, trainer.global_rank, trainer.world_size, device,
+                   clock=RunClock(device))  # fmt: skip
+
+    def rank_seed(self, stream: int = 0) -> int:
+        """The seed of this process's copy of a random stream (``stream``: 0 the real buffer and the real env, 1 the
+        model buffer): ``seed + 1000 * rank + stream``, on fresh and resumed runs alike. Rank 0 keeps the run seed,
+        so a one-process run is seeded as ``seed_everything`` says."""
+        return self.seed + RANK_SEED_STRIDE * self.rank + stream
