@@ -3,10 +3,10 @@
 Schedule (MBPO Alg. 2 with the official code's interleaving), counted in real env steps:
 
 * before the first epoch: ``init_random_steps`` uniform-random actions fill the real buffer;
-* at the start of every Lightning epoch (= every ``data.model_train_freq`` env steps): train the ensemble on
-  the whole real buffer, set the rollout length ``k`` from the schedule, reallocate the model buffer to
-  ``retain_epochs * k * rollout_batch_size * epoch_length / model_train_freq`` and add fresh rollouts from
-  ``rollout_batch_size`` real start states;
+* at the start of every Lightning epoch (= every ``model_train_freq`` env steps): train the ensemble on
+  the whole real buffer, set the rollout length ``k`` from the schedule, and refill the model buffer (which the
+  DataModule sizes to ``retain_epochs * k * rollout_batch_size * epoch_length / model_train_freq``) with fresh
+  rollouts from ``rollout_batch_size`` real start states;
 * one real env step with the current stochastic policy before each ``training_step`` (the first in
   ``on_train_epoch_start``, the others in ``on_train_batch_end`` of the previous batch), so every batch of
   ``G`` SAC updates follows exactly one env step.
@@ -35,8 +35,8 @@ from callbacks.real_env import RealEnvRunner
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError, NonFiniteError, require_positive
 from mbpo_pl.rng import global_rng_state, set_global_rng_state
-from mbpo_pl.rollout import model_buffer_capacity, rollout_length
 from mbpo_pl.run_state import RunState
+from mbpo_pl.schedule import MBPOSchedule
 from mbpo_pl.system import MBPO
 from mbpo_pl.termination import TerminationFn, choose_termination_fn
 
@@ -47,6 +47,7 @@ class MBPOLoop(Callback):
     Args:
         total_env_steps: real env steps of the whole run (random initial steps included).
         init_random_steps: uniform-random env steps before training starts.
+        model_train_freq: env steps between two model trainings (= one Lightning epoch; per process under DDP).
         rollout_batch_size: real start states per rollout batch.
         rollout_schedule: ``[min_epoch, max_epoch, min_length, max_length]`` of the truncated-linear schedule
             of the rollout length ``k``; epochs count ``epoch_length`` env steps after the random steps.
@@ -61,6 +62,7 @@ class MBPOLoop(Callback):
         self,
         total_env_steps: int = 20_000,
         init_random_steps: int = 5_000,
+        model_train_freq: int = 250,
         rollout_batch_size: int = 100_000,
         rollout_schedule: list[int] = [20, 100, 1, 15],
         epoch_length: int = 1000,
@@ -68,22 +70,14 @@ class MBPOLoop(Callback):
         use_model: bool = True,
     ) -> None:
         super().__init__()
-        if len(rollout_schedule) != 4:
-            raise ConfigError(f"rollout_schedule must be [min_epoch, max_epoch, min_k, max_k], got {rollout_schedule}")
-        if min(rollout_schedule[2:]) < 1:
-            raise ConfigError(f"rollout lengths must be >= 1, got rollout_schedule={rollout_schedule}")
-        require_positive("loop", total_env_steps=total_env_steps, rollout_batch_size=rollout_batch_size,
-                         epoch_length=epoch_length, retain_epochs=retain_epochs)  # fmt: skip
+        require_positive("loop", total_env_steps=total_env_steps)
         if not 0 <= init_random_steps < total_env_steps:
             raise ConfigError(
                 f"init_random_steps={init_random_steps} must be in [0, total_env_steps={total_env_steps})."
             )
         self.total_env_steps = total_env_steps
-        self.init_random_steps = init_random_steps
-        self.rollout_batch_size = rollout_batch_size
-        self.rollout_schedule = list(rollout_schedule)
-        self.epoch_length = epoch_length
-        self.retain_epochs = retain_epochs
+        self.schedule = MBPOSchedule(init_random_steps, model_train_freq, rollout_batch_size, tuple(rollout_schedule),
+                                     epoch_length, retain_epochs)  # fmt: skip
         self.use_model = use_model
         # The run's counters, ranks and clock: the module's RunState from setup() on (checkpointed here).
         self.run = RunState()
@@ -119,13 +113,16 @@ class MBPOLoop(Callback):
                 "model data in every batch: set --data.real_ratio 1.0 (conf/sac.yaml does)."
             )
         self.run = pl_module.run
-        self.run.total_env_steps, self.run.use_model = self.total_env_steps, self.use_model
-        self.run.max_rollout_length = self.rollout_schedule[3]
+        self.run.total_env_steps, self.run.use_model, self.run.schedule = (
+            self.total_env_steps,
+            self.use_model,
+            self.schedule,
+        )
         self.runner = RealEnvRunner(data.env_spec.make(), self.run.rank_seed())
         dynamics = pl_module.dynamics
         learned = dynamics.predict_termination if dynamics.learn_termination else None
         self.termination_fn = choose_termination_fn(data.env_id, learned)
-        check_batches_fit(data, self.init_random_steps, self.rollout_batch_size, self.run.world_size)
+        check_batches_fit(data, self.schedule, self.run.world_size)
         self.run.clock.watch()  # leaves SIGTSTP pauses out of the timings; undone in teardown()
 
     @property
@@ -158,24 +155,18 @@ class MBPOLoop(Callback):
         with run.clock.timed("model_train"), trainer.precision_plugin.forward_context():
             stats = train_dynamics(pl_module.dynamics, data)
         run.model_trainings += 1
-        schedule_epoch = max(run.env_steps - self.init_random_steps, 0) // self.epoch_length
-        run.rollout_length = rollout_length(schedule_epoch, *self.rollout_schedule)
-        capacity = model_buffer_capacity(
-            run.rollout_length, self.rollout_batch_size, self.epoch_length, self.retain_epochs,
-            data.model_train_freq * run.world_size,
-        )  # fmt: skip
+        run.rollout_length = self.schedule.rollout_length(run.env_steps)
         with run.clock.timed("rollout"), trainer.precision_plugin.forward_context():
             result = refill_model_buffer(data, pl_module.dynamics, pl_module.sac.actor, self.termination_fn,
-                                         self.rollout_length, self.rollout_batch_size, capacity)  # fmt: skip
-        metrics = model_data_metrics(stats, pl_module.dynamics.elites, result, data, self.rollout_length,
-                                     self.rollout_batch_size, capacity)  # fmt: skip
+                                         run.rollout_length)  # fmt: skip
+        metrics = model_data_metrics(stats, pl_module.dynamics.elites, result, data, run.rollout_length)
         pl_module.log_metrics(metrics, self.env_steps)
 
     # ------------------------------------------------------------------ hooks
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.run.clock.start_epoch()
         with self.run.clock.timed("env"):
-            while self.env_steps < self.init_random_steps:
+            while self.env_steps < self.schedule.init_random_steps:
                 self._env_step(trainer, pl_module, random=True)
         if self.use_model:
             self._refresh_model_data(trainer, pl_module)
@@ -185,13 +176,13 @@ class MBPOLoop(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if batch_idx < trainer.datamodule.model_train_freq - 1:
+        if batch_idx < self.schedule.model_train_freq - 1:
             with self.run.clock.timed("env"):
                 self._env_step(trainer, pl_module, random=False)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         data: MBPODataModule = trainer.datamodule
-        run, steps = self.run, data.model_train_freq
+        run, steps = self.run, self.schedule.model_train_freq
         timing = run.clock.epoch_metrics(steps * run.world_size, steps * data.updates_per_step)  # SAC: per rank
         run.env_steps_per_s = timing["time/env_steps_per_s"]
         pl_module.log_metrics({**timing, "train/env_steps": run.env_steps}, run.env_steps)

@@ -10,13 +10,15 @@ from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.errors import ConfigError
 from mbpo_pl.nets.sac import TanhGaussianActor
 from mbpo_pl.rollout import RolloutResult, branched_rollout
+from mbpo_pl.schedule import MBPOSchedule
 from mbpo_pl.termination import TerminationFn
 
 
-def check_batches_fit(data: MBPODataModule, init_random_steps: int, rollout_batch_size: int, world_size: int) -> None:
+def check_batches_fit(data: MBPODataModule, schedule: MBPOSchedule, world_size: int) -> None:
     """Refuse loop settings whose buffers cannot give a full SAC batch (and the model a holdout split) when training
     starts: ``init_random_steps`` real transitions shared by ``world_size`` processes, ``rollout_batch_size`` model
     transitions from the first rollout."""
+    init_random_steps, rollout_batch_size = schedule.init_random_steps, schedule.rollout_batch_size
     first_real = init_random_steps // world_size  # real transitions per rank at the first model training
     needed = max(data.num_real, 2)  # the real rows of one SAC batch; 2 for the model's holdout split
     if first_real < needed:
@@ -49,24 +51,24 @@ def train_dynamics(dynamics: DynamicsModule, data: MBPODataModule) -> dict[str, 
 
 def refill_model_buffer(
     data: MBPODataModule, dynamics: DynamicsModule, actor: TanhGaussianActor, termination_fn: TerminationFn,
-    rollout_length: int, rollout_batch_size: int, capacity: int,
+    rollout_length: int,
 ) -> RolloutResult:  # fmt: skip
-    """Resize the model buffer to ``capacity`` and add ``rollout_length``-step rollouts from ``rollout_batch_size``
-    real start states."""
-    data.resize_model_buffer(capacity)
+    """Size the model buffer for ``rollout_length`` (the DataModule, from the run's schedule) and add
+    ``rollout_length``-step rollouts from ``schedule.rollout_batch_size`` real start states."""
+    data.size_model_buffer(rollout_length)
     result = branched_rollout(
         dynamics.model, actor, dynamics.elites, termination_fn,
-        data.sample_start_states(rollout_batch_size).to(dynamics.elites.device), rollout_length,
+        data.sample_start_states(data.run.schedule.rollout_batch_size).to(dynamics.elites.device), rollout_length,
     )  # fmt: skip
     data.add_model(result.transitions)
     return result
 
 
 def model_data_metrics(
-    stats: dict[str, Tensor], elites: Tensor, result: RolloutResult, data: MBPODataModule,
-    rollout_length: int, rollout_batch_size: int, capacity: int,
-) -> dict[str, Tensor | float]:  # fmt: skip
+    stats: dict[str, Tensor], elites: Tensor, result: RolloutResult, data: MBPODataModule, rollout_length: int
+) -> dict[str, Tensor | float]:
     """What one model training and rollout batch logs."""
+    rollout_batch_size = data.run.schedule.rollout_batch_size
     optional = ("termination_loss", "termination_accuracy")
     return {
         "dynamics/holdout_mse": stats["holdout_mse"],
@@ -81,6 +83,6 @@ def model_data_metrics(
         "rollout/new_transitions": result.transitions.shape[0],
         "rollout/dropped_nonfinite": result.dropped_nonfinite,
         "rollout/model_buffer_size": len(data.model_buffer),
-        "rollout/model_buffer_capacity": capacity,
+        "rollout/model_buffer_capacity": data.model_buffer.storage.max_size,
         "rollout/real_buffer_size": len(data.real_buffer),
     }

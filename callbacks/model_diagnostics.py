@@ -43,7 +43,7 @@ class ModelDiagnostics(Callback):
     """Model-error and model-data diagnostics, logged after every ``every_n_model_trainings``-th model training.
 
     Args:
-        every_n_model_trainings: measurement period in model trainings (1: every ``data.model_train_freq`` steps).
+        every_n_model_trainings: measurement period in model trainings (1: every ``loop.model_train_freq`` steps).
         horizon: steps ``H`` of the error curve (None: the loop's maximum rollout length, and at least 5).
         num_segments: at most this many held-out segments per measurement.
         error_threshold: standardised state error above which a prediction is not trusted (1 = the data's own
@@ -84,7 +84,7 @@ class ModelDiagnostics(Callback):
         self.generator.set_state(state_dict["generator"])
 
     def run_horizon(self, run: RunState) -> int:
-        return self.horizon or max(run.max_rollout_length, 5)
+        return self.horizon or max(run.schedule.max_rollout_length, 5)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         run = pl_module.run
@@ -105,7 +105,7 @@ class ModelDiagnostics(Callback):
         self, data: MBPODataModule, dynamics: DynamicsModule, rollout_length: int, horizon: int
     ) -> dict[str, float]:
         """The compounding-error metrics of ``dynamics`` on the real transitions added since its last training."""
-        recent = data.latest(data.real_buffer, min(len(data.real_buffer), data.model_train_freq))
+        recent = data.latest(data.real_buffer, min(len(data.real_buffer), data.run.schedule.model_train_freq))
         recent = recent.to(dynamics.elites.device)
         obs, next_obs = recent["observation"], recent["next", "observation"]
         done = recent["next", "done"].reshape(-1)

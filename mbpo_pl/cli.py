@@ -186,7 +186,7 @@ class MBPOCLI(LightningCLI):
         trainer, data, loop = self.trainer, self.datamodule, self._get(self.config_init, "loop")
         lines = [
             f"{'MBPO' if loop.use_model else 'SAC (no model: loop.use_model false)'} on {data.env_id}: "
-            f"{loop.total_env_steps:,} env steps ({loop.init_random_steps:,} random first), "
+            f"{loop.total_env_steps:,} env steps ({loop.schedule.init_random_steps:,} random first), "
             f"seed {self.config[self.subcommand].get('seed_everything')}",
             f"  device      {trainer.strategy.root_device} x {trainer.world_size} process(es), "
             f"{torch.get_num_threads()} torch thread(s), precision {trainer.precision}",

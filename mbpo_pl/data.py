@@ -2,12 +2,13 @@
 
 Mapping of MBPO's loop onto Lightning (see also ``callbacks/env_loop.py``):
 
-* one Lightning **epoch** = one model-training period of ``model_train_freq`` real env steps;
+* one Lightning **epoch** = one model-training period of ``loop.model_train_freq`` real env steps (the run's
+  :class:`~mbpo_pl.schedule.MBPOSchedule`, which also sizes the model buffer: :meth:`MBPODataModule.size_model_buffer`);
 * one **batch** (one ``training_step``) = one real env step's worth of SAC training: a ``[G, batch_size]``
   TensorDict holding ``G = updates_per_step`` minibatches, each with exactly ``int(batch_size * real_ratio)``
   real rows followed by model rows (mixed *within* every minibatch), all drawn in one ``sample`` call per buffer.
 
-The train dataloader is sized (``len == model_train_freq``), so Lightning does not prefetch: each batch is drawn
+The train dataloader is sized (``len == loop.model_train_freq``), so Lightning does not prefetch: each batch is drawn
 when the loop asks for it, after the env step that precedes it has been pushed into the real buffer.
 """
 
@@ -36,13 +37,13 @@ def _as_is(batch: TensorDict) -> TensorDict:
 
 
 class _SACBatches(IterableDataset):
-    """``model_train_freq`` batches per epoch, each drawn lazily from the DataModule's buffers."""
+    """``model_train_freq`` batches per epoch (the run's schedule), each drawn lazily from the DataModule's buffers."""
 
     def __init__(self, datamodule: MBPODataModule) -> None:
         self.datamodule = datamodule
 
     def __len__(self) -> int:
-        return self.datamodule.model_train_freq
+        return self.datamodule.run.schedule.model_train_freq
 
     def __iter__(self) -> Iterator[TensorDict]:
         for _ in range(len(self)):
@@ -55,7 +56,6 @@ class MBPODataModule(LightningDataModule):
     Args:
         env_id: Gymnasium id of a continuous-control env (e.g. ``Hopper-v5``).
         env_kwargs: keyword arguments of ``gymnasium.make`` (e.g. the paper's Ant/Humanoid observation options).
-        model_train_freq: real env steps per model-training period (= per Lightning epoch).
         updates_per_step: SAC updates per real env step (``G``).
         batch_size: SAC minibatch size.
         real_ratio: fraction of each minibatch drawn from real transitions (``int(batch_size * real_ratio)`` rows).
@@ -73,18 +73,23 @@ class MBPODataModule(LightningDataModule):
         self,
         env_id: str = "InvertedPendulum-v5",
         env_kwargs: dict[str, Any] | None = None,
-        model_train_freq: int = 250,
         updates_per_step: int = 20,
         batch_size: int = 256,
         real_ratio: float = 0.05,
         real_buffer_size: int = 1_000_000,
         buffer_storage: Literal["memory", "memmap"] = "memory",
         buffer_dir: str | None = None,
+        model_train_freq: int | None = None,
     ) -> None:
         super().__init__()
+        if model_train_freq is not None:  # a config written for an older mbpo_pl
+            raise ConfigError(
+                "data.model_train_freq is now loop.model_train_freq (the loop: section holds MBPO's whole schedule): "
+                "move the line under loop: in the config (or pass --loop.model_train_freq)."
+            )
         if not 0.0 <= real_ratio <= 1.0:
             raise ConfigError(f"data.real_ratio={real_ratio} must be in [0, 1] (the paper uses 0.05).")
-        require_positive("data", model_train_freq=model_train_freq, updates_per_step=updates_per_step,
+        require_positive("data", updates_per_step=updates_per_step,
                          batch_size=batch_size, real_buffer_size=real_buffer_size)  # fmt: skip
         if real_buffer_size < batch_size:
             raise ConfigError(
@@ -92,7 +97,6 @@ class MBPODataModule(LightningDataModule):
                 "raise real_buffer_size or lower batch_size."
             )
         self.env_spec = EnvSpec.of(env_id, env_kwargs)  # makes and checks the env once
-        self.model_train_freq = model_train_freq
         self.updates_per_step = updates_per_step
         self.batch_size = batch_size
         self.real_ratio = real_ratio
@@ -160,6 +164,11 @@ class MBPODataModule(LightningDataModule):
     def sample_start_states(self, count: int) -> Tensor:
         """``count`` real observations ``[count, O]`` drawn uniformly (with replacement) as rollout start states."""
         return self.real_buffer.sample(count)["observation"]
+
+    def size_model_buffer(self, rollout_length: int) -> None:
+        """Size the model buffer for rollouts of ``rollout_length`` steps as the run's schedule says
+        (:meth:`MBPOSchedule.model_buffer_capacity`), keeping the most recent transitions that fit."""
+        self.resize_model_buffer(self.run.schedule.model_buffer_capacity(rollout_length, self.run.world_size))
 
     def resize_model_buffer(self, capacity: int) -> None:
         """(Re)allocate the model buffer with ``capacity``, keeping the most recent transitions that fit."""

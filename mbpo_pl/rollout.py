@@ -1,4 +1,4 @@
-"""Branched model rollouts (MBPO Alg. 2, lines 7-9) and the rollout-length schedule.
+"""Branched model rollouts (MBPO Alg. 2, lines 7-9); their schedule is :mod:`mbpo_pl.schedule`.
 
 Transitions use TorchRL's key names: ``observation``, ``action``, ``("next", "observation")``,
 ``("next", "reward")`` ``[N, 1]``, ``("next", "terminated")`` / ``("next", "truncated")`` / ``("next", "done")``
@@ -17,27 +17,6 @@ from mbpo_pl.model_io import apply_prediction, model_input
 from mbpo_pl.nets.ensemble import GaussianEnsemble
 from mbpo_pl.nets.sac import TanhGaussianActor
 from mbpo_pl.termination import TerminationFn
-
-
-def rollout_length(epoch: int, min_epoch: int, max_epoch: int, min_length: int, max_length: int) -> int:
-    """Truncated-linear schedule of the official code: ``min_length`` up to ``min_epoch``, then linear up to
-    ``max_length`` at ``max_epoch``, constant after; truncated to an int. ``epoch`` counts env steps / epoch_length.
-    """
-    if epoch <= min_epoch:
-        return int(min_length)
-    progress = min((epoch - min_epoch) / max(max_epoch - min_epoch, 1), 1.0)
-    return int(min_length + progress * (max_length - min_length))
-
-
-def model_buffer_capacity(
-    rollout_length: int, rollout_batch_size: int, epoch_length: int, retain_epochs: int, env_steps_per_rollout: int
-) -> int:
-    """Model transitions to retain (the official code's formula): ``retain_epochs`` schedule epochs of rollout
-    batches, each ``rollout_length * rollout_batch_size`` transitions at most. ``env_steps_per_rollout`` is the
-    global env steps between two rollout batches of one process (``model_train_freq * processes``); at least one
-    batch per epoch is kept."""
-    batches_per_epoch = max(epoch_length // env_steps_per_rollout, 1)
-    return retain_epochs * rollout_length * rollout_batch_size * batches_per_epoch
 
 
 def make_transitions(

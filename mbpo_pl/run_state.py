@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from mbpo_pl.clock import RunClock
+from mbpo_pl.schedule import MBPOSchedule
 
 RANK_SEED_STRIDE = 1000  # rank r's streams are seeded seed + 1000 * r (+ the stream's own offset)
 
@@ -27,7 +28,7 @@ class RunState:
         device: the Trainer's root device.
         total_env_steps: the run's length in real env steps (``loop.total_env_steps``).
         use_model: whether the run trains a model and makes rollouts (``false``: the model-free SAC baseline).
-        max_rollout_length: the longest rollout the schedule reaches.
+        schedule: MBPO's schedule (the loop's :class:`~mbpo_pl.schedule.MBPOSchedule`; ``None`` outside a run).
         env_steps: real env steps so far, counted globally (each process's step counts ``world_size``).
         model_trainings: ensemble trainings so far.
         rollout_length: the rollout length ``k`` of the last model-data refresh.
@@ -42,7 +43,7 @@ class RunState:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     total_env_steps: int = 0
     use_model: bool = True
-    max_rollout_length: int = 1
+    schedule: MBPOSchedule | None = None
     env_steps: int = 0
     model_trainings: int = 0
     rollout_length: int = 0

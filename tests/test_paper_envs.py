@@ -32,13 +32,11 @@ def test_walker2d_config_has_the_v2_feet_friction(logdir):
 def test_configs_whose_model_buffer_reaches_gigabytes_keep_it_memory_mapped(name, logdir):
     """Ant (10M model transitions at k = 25) and Humanoid (12.5M) would copy GBs into every checkpoint and hold
     them in RAM twice while saving; their configs store the buffers as memory-mapped files instead."""
-    from callbacks.env_loop import find_loop
-    from mbpo_pl.rollout import model_buffer_capacity
+    from callbacks.env_loop import MBPOLoop
 
     cli = main(["--config", str(CONF / f"{name}.yaml"), "--trainer.logger.init_args.save_dir", str(logdir)], run=False)
-    data, loop = cli.datamodule, find_loop(cli.trainer)
-    capacity = model_buffer_capacity(loop.rollout_schedule[3], loop.rollout_batch_size, loop.epoch_length,
-                                     loop.retain_epochs, data.model_train_freq)  # fmt: skip
+    data, loop = cli.datamodule, next(c for c in cli.trainer.callbacks if isinstance(c, MBPOLoop))
+    capacity = loop.schedule.model_buffer_capacity(loop.schedule.max_rollout_length)
     row_bytes = 4 * (2 * data.obs_dim + data.act_dim + 1) + 2  # obs, action, next obs, reward; two flags
     gigabytes = capacity * row_bytes / 2**30
     assert (data.buffer_storage == "memmap") == (gigabytes > 2), f"{name}: model buffer {gigabytes:.1f} GiB"

@@ -2,7 +2,8 @@ import torch
 
 from mbpo_pl.nets.ensemble import GaussianEnsemble
 from mbpo_pl.nets.sac import TanhGaussianActor
-from mbpo_pl.rollout import branched_rollout, rollout_length
+from mbpo_pl.rollout import branched_rollout
+from mbpo_pl.schedule import rollout_length
 
 
 def test_rollout_length_schedule_truncated_linear():
@@ -90,7 +91,7 @@ def test_rollout_with_fewer_alive_states_than_elites():
 
 
 def test_model_buffer_capacity_keeps_retain_epochs_of_rollout_batches():
-    from mbpo_pl.rollout import model_buffer_capacity
+    from mbpo_pl.schedule import model_buffer_capacity
 
     # Hopper: k = 15, 100k states, a rollout every 250 steps in 1000-step epochs: 4 batches per epoch
     assert model_buffer_capacity(15, 100_000, 1000, 1, 250) == 15 * 100_000 * 4

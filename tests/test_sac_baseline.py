@@ -50,4 +50,7 @@ def test_sac_overlay_changes_only_what_mbpo_adds(env, logdir):
         mbpo.model.sac.critic
     )
     mbpo_loop = next(c for c in mbpo.trainer.callbacks if isinstance(c, MBPOLoop))
-    assert (loop.total_env_steps, loop.init_random_steps) == (mbpo_loop.total_env_steps, mbpo_loop.init_random_steps)
+    assert (loop.total_env_steps, loop.schedule.init_random_steps) == (
+        mbpo_loop.total_env_steps,
+        mbpo_loop.schedule.init_random_steps,
+    )

@@ -62,18 +62,26 @@ DIAGNOSTICS_SAMPLES = ("dynamics/sampled_error_at_h/", "rollout/state_", "rollou
                        "rollout/real_terminal_")  # fmt: skip
 
 
+def _configs(tmp_path: Path, reference_code: Path) -> tuple[str, str]:
+    """The tiny config as each version of the code reads it (the reference's own file, the current one)."""
+    reference = tiny_config_with_checkpoints(
+        tmp_path, reference_code / "tests" / "conf" / "tiny.yaml", "reference.yaml"
+    )
+    return reference, tiny_config_with_checkpoints(tmp_path)
+
+
 def test_a_fixed_seed_run_logs_the_reference_commits_numbers(tmp_path, reference_code):
-    config = tiny_config_with_checkpoints(tmp_path)
-    reference = _scalars(_fit(reference_code, config, tmp_path / "reference", STEPS))
+    reference_config, config = _configs(tmp_path, reference_code)
+    reference = _scalars(_fit(reference_code, reference_config, tmp_path / "reference", STEPS))
     current = _scalars(_fit(REPO, config, tmp_path / "current", STEPS))
     assert len(reference["eval/return"]) == 5 and len(reference["dynamics/holdout_mse_elites"]) == 10
     _assert_same(current, reference)
 
 
 def test_a_reference_commit_checkpoint_resumes_as_if_never_stopped(tmp_path, reference_code):
-    config = tiny_config_with_checkpoints(tmp_path)
-    uninterrupted = _scalars(_fit(reference_code, config, tmp_path / "uninterrupted", STEPS))
-    run_dir = _fit(reference_code, config, tmp_path / "stopped", STEPS // 2)
+    reference_config, config = _configs(tmp_path, reference_code)
+    uninterrupted = _scalars(_fit(reference_code, reference_config, tmp_path / "uninterrupted", STEPS))
+    run_dir = _fit(reference_code, reference_config, tmp_path / "stopped", STEPS // 2)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.exists()
     # Resumed with the current code into the same run folder: the reference run's first half, the current code's

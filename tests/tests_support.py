@@ -49,15 +49,16 @@ def real_transitions(env_id: str, episodes: int = 12, max_steps: int = 200, seed
 TINY = Path(__file__).parent / "conf" / "tiny.yaml"
 
 
-def tiny_config_with_checkpoints(folder: Path) -> str:
-    """tiny.yaml with checkpoints on and the logger named after the env, as the shipped configs are."""
-    text = TINY.read_text().replace("name: tiny", "name: ${data.env_id}")
+def tiny_config_with_checkpoints(folder: Path, source: Path = TINY, name: str = "tiny_env_named.yaml") -> str:
+    """tiny.yaml (or ``source``, another version of it) with checkpoints on and the logger named after the env, as
+    the shipped configs are; written into ``folder``."""
+    text = source.read_text().replace("name: tiny", "name: ${data.env_id}")
     checkpoints = (
         "enable_checkpointing: true\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
         "      init_args:\n        save_last: true"
     )
     text = text.replace("enable_checkpointing: false", checkpoints)
-    path = folder / "tiny_env_named.yaml"
+    path = folder / name
     path.write_text(text)
     return str(path)
 
