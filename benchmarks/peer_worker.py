@@ -46,6 +46,7 @@ def ours(data: dict[str, np.ndarray], bf16: bool, repeats: int, starts: int) -> 
     from mbpo_pl.data import MBPODataModule
     from mbpo_pl.dynamics import DynamicsModule
     from mbpo_pl.sac import SACModule
+    from mbpo_pl.schedule import MBPOSchedule
     from mbpo_pl.termination import get_termination_fn
 
     context = MixedPrecision("bf16-mixed", "cpu").forward_context if bf16 else nullcontext
@@ -54,6 +55,8 @@ def ours(data: dict[str, np.ndarray], bf16: bool, repeats: int, starts: int) -> 
     n, obs_dim, act_dim = obs.shape[0], obs.shape[1], act.shape[1]
     datamodule = MBPODataModule("Hopper-v5", updates_per_step=G, batch_size=BATCH, real_buffer_size=n)
     datamodule.setup("fit")
+    # Hopper's schedule with `starts` start states: k = 1 keeps 4 rollout batches (a rollout every 250 of 1000 steps)
+    datamodule.run.schedule = MBPOSchedule(5000, 250, starts, (20, 100, 1, 15), 1000, 1)
     flags = terminated.reshape(-1, 1)
     datamodule.add_real(TensorDict({
         "observation": obs, "action": act,
@@ -71,7 +74,7 @@ def ours(data: dict[str, np.ndarray], bf16: bool, repeats: int, starts: int) -> 
 
     def rollout() -> None:
         with context():
-            refill_model_buffer(datamodule, dynamics, sac.actor, termination, 1, starts, 4 * starts)
+            refill_model_buffer(datamodule, dynamics, sac.actor, termination, 1)
 
     results = {"model_epoch_s": timed(fit, 2) / EPOCHS, "rollout_s": timed(rollout, 3)}
     for _ in range(4):  # a full model buffer, as late in a run

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mbpo_pl.rollout import rollout_length
+from mbpo_pl.schedule import rollout_length
 
 EPOCHS_PER_CALL_FILE = Path(__file__).with_name("epochs_per_call.csv")
 
