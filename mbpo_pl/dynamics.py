@@ -171,7 +171,7 @@ class DynamicsModule(LightningModule):
         return model_input(obs, action), model_target(obs, reward, next_obs)
 
     def loss(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """Training loss and per-member NLL ``[E]`` on ``inputs [E, B, O+A]``, ``targets [E, B, 1+O]``.
+        """Training loss and per-member NLL ``[..., E]`` on ``inputs [..., E, B, O+A]``, ``targets [..., E, B, 1+O]``.
 
         The loss is ``sum_E NLL + logvar_bound_weight * logvar_bound_loss``; the L2 term is applied by the optimizer.
         """
@@ -188,10 +188,10 @@ class DynamicsModule(LightningModule):
 
     @torch.no_grad()
     def holdout_mse(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        """MSE of each member's mean prediction, ``[E]``, on ``inputs [N, O+A]`` / ``targets [N, 1+O]``."""
-        ensemble_size = self.model.ensemble_size
-        mean, _ = self.model(inputs.expand(ensemble_size, -1, -1))
-        return (mean - targets).square().mean(dim=(1, 2))
+        """Each member's mean-prediction MSE ``[..., E]`` on ``inputs [..., N, O+A]``, ``targets [..., N, 1+O]``."""
+        inputs = inputs.unsqueeze(-3)
+        mean, _ = self.model(inputs.expand(*inputs.shape[:-3], self.model.ensemble_size, *inputs.shape[-2:]))
+        return (mean - targets.unsqueeze(-3)).square().mean(dim=(-2, -1))
 
     def _member_tensors(self) -> list[Tensor]:
         """Parameters with one slice per member (snapshotted per member); the shared logvar bounds are not."""
@@ -224,7 +224,7 @@ class DynamicsModule(LightningModule):
                 break
         best.restore()
         mse = all_mean(self, self.holdout_mse(holdout_in, holdout_tg))
-        self.elites.copy_(mse.argsort()[: self.num_elites])
+        self.elites.copy_(mse.argsort(dim=-1)[..., : self.num_elites])
         return {
             "holdout_mse": mse,
             "train_loss": loss_sum / max(steps, 1),

@@ -21,7 +21,8 @@ def split_holdout(
 
 
 def improved_members(best_mse: Tensor, mse: Tensor, threshold: float) -> Tensor:
-    """``[E]`` bool: members without a best yet, or whose holdout MSE dropped by more than ``threshold`` (relative)."""
+    """``[..., E]`` bool: members without a best yet, or whose holdout MSE dropped by more than ``threshold``
+    (relative)."""
     return torch.isinf(best_mse) | ((best_mse - mse) / best_mse > threshold)
 
 
@@ -30,9 +31,12 @@ class BestMembers:
     early stopping: stop once more than ``patience`` epochs passed in which no member improved by more than
     ``threshold``, relative).
 
+    Every leading dimension of the holdout MSE (``[..., E]``, e.g. one ensemble per seed) is an ensemble of its own,
+    with its own stopping counter.
+
     Args:
-        member_tensors: the parameters with one slice per member along dim 0 (``[E, ...]`` each), updated in place
-            by training; :meth:`restore` writes the best slices back into them.
+        member_tensors: the parameters with one slice per member (``[..., E, ...]`` each, the MSE's shape first),
+            updated in place by training; :meth:`restore` writes the best slices back into them.
         patience: epochs without any member improving that are tolerated.
         threshold: relative holdout-MSE decrease that counts as an improvement.
     """
@@ -41,19 +45,23 @@ class BestMembers:
         self.params = member_tensors
         self.patience, self.threshold = patience, threshold
         self.best = [p.detach().clone() for p in member_tensors]
-        self.best_mse = torch.full((member_tensors[0].shape[0],), float("inf"), device=member_tensors[0].device)
-        self.epochs_since_update = 0
+        self.best_mse: Tensor | None = None  # [..., E], from the first update
+        self.epochs_since_update: Tensor | None = None  # [...]: one counter per ensemble
 
     @torch.no_grad()
     def update(self, mse: Tensor) -> bool:
-        """Record one epoch's holdout MSE ``[E]``: snapshot the members that improved; ``True`` when to stop."""
+        """Record one epoch's holdout MSE ``[..., E]``: snapshot the members that improved; ``True`` when every
+        ensemble has gone more than ``patience`` epochs without any member improving (one host sync)."""
+        if self.best_mse is None:
+            self.best_mse = torch.full_like(mse, float("inf"))
+            self.epochs_since_update = torch.zeros(mse.shape[:-1], dtype=torch.long, device=mse.device)
         improved = improved_members(self.best_mse, mse, self.threshold)
         self.best_mse = torch.where(improved, mse, self.best_mse)
         for best, param in zip(self.best, self.params):
-            mask = improved.view(-1, *([1] * (param.dim() - 1)))
+            mask = improved.view(*improved.shape, *([1] * (param.dim() - improved.dim())))
             best.copy_(torch.where(mask, param, best))
-        self.epochs_since_update = 0 if bool(improved.any()) else self.epochs_since_update + 1
-        return self.epochs_since_update > self.patience
+        self.epochs_since_update = torch.where(improved.any(-1), 0, self.epochs_since_update + 1)
+        return bool((self.epochs_since_update > self.patience).all())
 
     @torch.no_grad()
     def restore(self) -> None:

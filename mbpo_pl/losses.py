@@ -13,16 +13,19 @@ def soft_q_target(
 ) -> Tensor:
     """``y = r + gamma * (1 - terminated) * (min_i Q'_i(s', a') - alpha * log pi(a'|s'))``.
 
-    ``reward``, ``terminated``, ``next_log_prob`` ``[B]``; ``next_q`` ``[2, B]`` from the target critics.
-    Only *termination* cuts the bootstrap: a time-limit truncation is stored with ``terminated = False``.
+    ``reward``, ``terminated``, ``next_log_prob`` ``[..., B]``; ``next_q`` ``[..., 2, B]`` from the target critics;
+    ``alpha`` ``[..., 1]`` (or a scalar). Only *termination* cuts the bootstrap: a time-limit truncation is stored
+    with ``terminated = False``.
     """
-    soft_value = next_q.min(dim=0).values - alpha * next_log_prob
+    soft_value = next_q.min(dim=-2).values - alpha * next_log_prob
     return reward + gamma * (~terminated).to(reward.dtype) * soft_value
 
 
 def alpha_loss(log_alpha: Tensor, log_prob: Tensor, target_entropy: float) -> Tensor:
-    """Automatic entropy tuning: ``-log_alpha * (log pi + target_entropy)`` averaged, gradient on alpha only."""
-    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+    """Automatic entropy tuning: ``-log_alpha * (log pi + target_entropy)`` averaged over the batch, gradient on alpha
+    only. ``log_alpha [...]``, ``log_prob [..., B]``; the losses of the leading dimensions (independent temperatures)
+    are summed."""
+    return -(log_alpha.unsqueeze(-1) * (log_prob.detach() + target_entropy)).mean(-1).sum()
 
 
 @torch.no_grad()

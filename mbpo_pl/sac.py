@@ -118,7 +118,7 @@ class SACModule(LightningModule):
         reward = batch["next", "reward"].squeeze(-1)
         terminated = batch["next", "terminated"].squeeze(-1)
         next_obs = batch["next", "observation"]
-        alpha = self.log_alpha.exp().detach()
+        alpha = self.log_alpha.exp().detach().unsqueeze(-1)  # [..., 1]: one temperature per leading index
 
         # Critic: regress both Q heads onto the soft target from the target critics.
         with torch.no_grad():
@@ -127,10 +127,10 @@ class SACModule(LightningModule):
                 reward, terminated, self.critic_target(next_obs, next_action), next_log_prob, alpha, self.gamma
             )
         q = self.critic(obs, action)
-        critic_loss = 0.5 * (q - target_q).square().mean(dim=1).sum()
+        critic_loss = 0.5 * (q - target_q.unsqueeze(-2)).square().mean(dim=-1).sum()
         # Actor: maximise min-Q minus the entropy cost, through frozen (detached) critic weights.
         new_action, log_prob = self.actor(obs)
-        actor_loss = (alpha * log_prob - self.critic(obs, new_action, frozen=True).min(dim=0).values).mean()
+        actor_loss = (alpha * log_prob - self.critic(obs, new_action, frozen=True).min(dim=-2).values).mean(-1).sum()
         # Temperature.
         temperature_loss = alpha_loss(self.log_alpha, log_prob, self.target_entropy)
         optimizer_step(self, optimizer, critic_loss + actor_loss + temperature_loss, through_lightning)
@@ -140,7 +140,7 @@ class SACModule(LightningModule):
             "critic_loss": critic_loss.detach(),
             "actor_loss": actor_loss.detach(),
             "alpha_loss": temperature_loss.detach(),
-            "alpha": alpha,
-            "entropy": -log_prob.detach().mean(),
-            "q": q.detach().mean(),
+            "alpha": alpha.squeeze(-1),
+            "entropy": -log_prob.detach().mean(-1),
+            "q": q.detach().mean(dim=(-2, -1)),
         }

@@ -1,4 +1,5 @@
-"""Termination functions ``done(next_obs [N, O]) -> bool [N]`` for model rollouts, batched in torch.
+"""Termination functions ``done(next_obs [..., O]) -> bool [...]`` for model rollouts, batched in torch (every leading
+dimension is batch).
 
 Each one mirrors the Gymnasium env's own ``terminated`` rule, expressed on the *observation* (the model predicts
 observations, not MuJoCo states); ``tests/test_termination.py`` checks every registered id against the real env.
@@ -22,7 +23,8 @@ _REGISTRY: dict[str, TerminationFn] = {}
 
 
 def register_termination_fn(*env_ids: str) -> Callable[[TerminationFn], TerminationFn]:
-    """Decorator: ``@register_termination_fn("MyEnv-v0")`` over ``def fn(next_obs: Tensor) -> Tensor``."""
+    """Decorator: ``@register_termination_fn("MyEnv-v0")`` over ``def fn(next_obs: Tensor) -> Tensor`` (``bool [...]``
+    from ``next_obs [..., O]``: index the last dimension, ``next_obs[..., i]``)."""
 
     def decorator(fn: TerminationFn) -> TerminationFn:
         for env_id in env_ids:
@@ -39,7 +41,7 @@ def get_termination_fn(env_id: str) -> TerminationFn:
         known = ", ".join(sorted(_REGISTRY))
         raise ConfigError(
             f"No termination function is registered for {env_id!r} (known: {known}). MBPO needs one to stop model "
-            "rollouts: write `def done(next_obs: Tensor) -> Tensor` (bool [N] from next_obs [N, obs_dim]) that "
+            "rollouts: write `def done(next_obs: Tensor) -> Tensor` (bool [...] from next_obs [..., obs_dim]) that "
             f"mirrors the env's `terminated` rule and decorate it with "
             f"`@mbpo_pl.termination.register_termination_fn({env_id!r})` in a module imported before training."
         ) from None
@@ -70,29 +72,29 @@ def _all_finite(obs: Tensor) -> Tensor:
 def hopper(next_obs: Tensor) -> Tensor:
     # v5: healthy = 0.7 < z, -0.2 < angle < 0.2, |state[2:]| < 100. The official MBPO code applies `abs` to a
     # boolean here (a known bug); this is the corrected form.
-    z, angle = next_obs[:, 0], next_obs[:, 1]
+    z, angle = next_obs[..., 0], next_obs[..., 1]
     healthy = (
-        _all_finite(next_obs) & (next_obs[:, 1:].abs() < 100).all(dim=-1) & (z > 0.7) & (angle > -0.2) & (angle < 0.2)
+        _all_finite(next_obs) & (next_obs[..., 1:].abs() < 100).all(dim=-1) & (z > 0.7) & (angle > -0.2) & (angle < 0.2)
     )
     return ~healthy
 
 
 @register_termination_fn("Walker2d-v4", "Walker2d-v5")
 def walker2d(next_obs: Tensor) -> Tensor:
-    z, angle = next_obs[:, 0], next_obs[:, 1]
+    z, angle = next_obs[..., 0], next_obs[..., 1]
     healthy = (z > 0.8) & (z < 2.0) & (angle > -1.0) & (angle < 1.0)
     return ~healthy
 
 
 @register_termination_fn("Ant-v4", "Ant-v5")
 def ant(next_obs: Tensor) -> Tensor:
-    z = next_obs[:, 0]
+    z = next_obs[..., 0]
     return ~(_all_finite(next_obs) & (z >= 0.2) & (z <= 1.0))
 
 
 @register_termination_fn("Humanoid-v4", "Humanoid-v5")
 def humanoid(next_obs: Tensor) -> Tensor:
-    z = next_obs[:, 0]
+    z = next_obs[..., 0]
     return ~((z > 1.0) & (z < 2.0))
 
 
@@ -106,18 +108,18 @@ NEVER_TERMINATE = (
 @register_termination_fn(*NEVER_TERMINATE)
 def never(next_obs: Tensor) -> Tensor:
     """Envs whose episodes end only by their time limit (truncation, which SAC bootstraps through)."""
-    return torch.zeros(next_obs.shape[0], dtype=torch.bool, device=next_obs.device)
+    return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
 
 
 @register_termination_fn("InvertedPendulum-v4", "InvertedPendulum-v5")
 def inverted_pendulum(next_obs: Tensor) -> Tensor:
-    return ~(_all_finite(next_obs) & (next_obs[:, 1].abs() <= 0.2))
+    return ~(_all_finite(next_obs) & (next_obs[..., 1].abs() <= 0.2))
 
 
 @register_termination_fn("InvertedDoublePendulum-v4", "InvertedDoublePendulum-v5")
 def inverted_double_pendulum(next_obs: Tensor) -> Tensor:
     # obs[1:3] = sin(theta1, theta2), obs[3:5] = cos(theta1, theta2); poles of length 0.6 on a cart (v4 appends
     # constraint forces after these entries, v5 drops them).
-    sin1, sin2, cos1, cos2 = next_obs[:, 1], next_obs[:, 2], next_obs[:, 3], next_obs[:, 4]
+    sin1, sin2, cos1, cos2 = next_obs[..., 1], next_obs[..., 2], next_obs[..., 3], next_obs[..., 4]
     tip_y = 0.6 * cos1 + 0.6 * (cos1 * cos2 - sin1 * sin2)
     return tip_y <= 1.0

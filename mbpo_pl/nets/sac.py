@@ -33,7 +33,7 @@ def tanh_log_prob_correction(pre_tanh: Tensor) -> Tensor:
 class TanhGaussianActor(nn.Module):
     """``pi(a|s) = tanh(N(mu(s), sigma(s)))``.
 
-    ``forward(obs [B, O]) -> (action [B, A], log_prob [B])`` with a reparameterised sample;
+    ``forward(obs [..., B, O]) -> (action [..., B, A], log_prob [..., B])`` with a reparameterised sample;
     ``act(obs, deterministic)`` for acting without gradients.
     """
 
@@ -68,8 +68,8 @@ class TanhGaussianActor(nn.Module):
 class TwinQCritic(nn.Module):
     """Two Q networks fused into one ensemble of 2 (one batched matmul per layer).
 
-    ``forward(obs [B, O], action [B, A], frozen=False) -> q [2, B]``; ``frozen=True`` evaluates with detached
-    weights (gradients flow to the action only: the actor's pass).
+    ``forward(obs [..., B, O], action [..., B, A], frozen=False) -> q [..., 2, B]``; ``frozen=True`` evaluates with
+    detached weights (gradients flow to the action only: the actor's pass).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 256, num_hidden_layers: int = 2) -> None:
@@ -86,7 +86,8 @@ class TwinQCritic(nn.Module):
                     layer.bias[member].uniform_(-bound, bound)
 
     def forward(self, obs: Tensor, action: Tensor, frozen: bool = False) -> Tensor:
-        h = torch.cat([obs, action], dim=-1).expand(2, -1, -1)
+        h = torch.cat([obs, action], dim=-1).unsqueeze(-3)
+        h = h.expand(*h.shape[:-3], 2, *h.shape[-2:])
         *hidden, last = self.layers  # (slicing a ModuleList would build a new one on every call)
         for layer in hidden:
             h = F.relu(layer(h, frozen))
