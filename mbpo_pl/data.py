@@ -26,7 +26,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 
-from mbpo_pl.buffers import buffer_state, dump_buffer, load_dumped_buffer, make_replay_buffer, restore_buffer
+from mbpo_pl.buffer_checkpoints import BufferCheckpoints, checkpoint_token
+from mbpo_pl.buffers import make_replay_buffer
 from mbpo_pl.envs import EnvSpec
 from mbpo_pl.errors import ConfigError, require_positive
 from mbpo_pl.run_state import RunState
@@ -107,12 +108,7 @@ class MBPODataModule(LightningDataModule):
         self.real_buffer: TensorDictReplayBuffer | None = None
         self.model_buffer: TensorDictReplayBuffer | None = None
         self._generators: dict[str, torch.Generator] = {}
-        # memmap checkpoints: the token of the newest save (written or loaded), the one before it (kept on disk
-        # until a newer checkpoint file exists), and the newest save's states (a second checkpoint file of the same
-        # moment, such as last.ckpt beside epoch=N.ckpt, refers to the same files instead of writing them again).
-        self._saved_token: str | None = None
-        self._kept_token: str | None = None
-        self._saved_states: dict[str, dict] = {}
+        self._checkpoints = BufferCheckpoints(buffer_storage, self._dump_root)
         self.run = RunState()  # the run's device, rank and seed: the module's RunState from setup() on
 
     # The env's facts, read from its one description (the CLI links obs_dim/act_dim into the networks' sizes).
@@ -228,38 +224,7 @@ class MBPODataModule(LightningDataModule):
         )
 
     # ------------------------------------------------------------------ checkpoint
-    def _checkpoint_token(self) -> str:
-        """Identifies the buffers' contents at a save, identically on every rank: their write counts (sizes only
-        grow) and the model buffer's capacity (a resized buffer holds fewer transitions)."""
-        model = self.model_buffer
-        counts = [b.write_count if b is not None else 0 for b in (self.real_buffer, model)]
-        return "-".join(map(str, [*counts, model.storage.max_size if model is not None else 0]))
-
-    def _save_buffer(self, name: str, buffer: TensorDictReplayBuffer, token: str) -> dict:
-        if self.buffer_storage == "memory":
-            return buffer_state(buffer, self._generators[name])
-        if token != self._saved_token:
-            self._kept_token, self._saved_token, self._saved_states = self._saved_token, token, {}
-        if name not in self._saved_states:
-            self._saved_states[name] = dump_buffer(
-                name, buffer, self._generators[name], self._dump_dir(name), token, keep=self._kept_token
-            )
-        return {**self._saved_states[name], "rng": self._generators[name].get_state()}
-
-    def _load_buffer(self, name: str, state: dict) -> None:
-        if "dumped" not in state:
-            buffer, generator = restore_buffer(state, self._device)
-        else:
-            label = name if name == "real" else f"model-{state['capacity']}"
-            buffer, generator = load_dumped_buffer(state, self._dump_dir(name), self._device, self._memmap_dir(label))
-            self._saved_token, self._kept_token, self._saved_states = state["token"], None, {}
-        if name == "real":
-            self.real_buffer = buffer
-        else:
-            self.model_buffer = buffer
-        self._generators[name] = generator
-
-    def _dump_dir(self, name: str) -> Path:
+    def _dump_root(self, name: str) -> Path:
         return self.buffer_dir / f"rank{self.run.rank}" / "checkpoint" / name
 
     def state_dict(self) -> dict:
@@ -268,15 +233,19 @@ class MBPODataModule(LightningDataModule):
         Under DDP the checkpoint file is written by rank 0 and, with in-memory buffers, holds rank 0's buffers. The
         env the buffers come from is checked by ``MBPO.on_load_checkpoint``, before anything is loaded.
         """
-        token = self._checkpoint_token()
+        token = checkpoint_token(self.real_buffer, self.model_buffer)
         state = {"seed": self.seed, "buffer_storage": self.buffer_storage}
         for name, buffer in (("real", self.real_buffer), ("model", self.model_buffer)):
             if buffer is not None:
-                state[name] = self._save_buffer(name, buffer, token)
+                state[name] = self._checkpoints.save(name, buffer, self._generators[name], token)
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.run.seed = state["seed"]  # the run seed the buffers were made with (model buffers are remade)
         for name in ("real", "model"):
             if name in state:
-                self._load_buffer(name, state[name])
+                label = name if name == "real" else f"model-{state[name].get('capacity')}"
+                buffer, self._generators[name] = self._checkpoints.load(
+                    name, state[name], self._device, self._memmap_dir(label)
+                )
+                setattr(self, f"{name}_buffer", buffer)

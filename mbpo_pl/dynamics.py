@@ -5,13 +5,13 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from mbpo_pl.cuda_graphs import CudaGraphStep, step_switches
 from mbpo_pl.errors import ConfigError, NonFiniteError
 from mbpo_pl.holdout import BestMembers, split_holdout
+from mbpo_pl.learned_termination import fit_termination
 from mbpo_pl.manual_optimization import all_mean, clear_grads, is_distributed, optimizer_step, own_optimizers
 from mbpo_pl.model_io import input_size, model_input, model_target, target_size
 from mbpo_pl.nets.ensemble import GaussianEnsemble, TerminationClassifier, gaussian_nll
@@ -145,25 +145,9 @@ class DynamicsModule(LightningModule):
         return (self.termination(next_obs) > 0) | ~torch.isfinite(next_obs).all(-1)
 
     def fit_termination(self, next_obs: Tensor, terminated: Tensor) -> dict[str, Tensor]:
-        """Train the classifier on real ``next_obs [N, O]`` / ``terminated [N]`` with a class-balanced BCE."""
-        optimizer = own_optimizers(self)[1]
-        terminated = terminated.reshape(-1).float()
-        self.termination.normalizer.fit(next_obs, average=lambda t: all_mean(self, t))
-        positives = all_mean(self, terminated.mean())
-        # Terminal transitions are rare (~1/episode length): weight them up to balance the classes.
-        pos_weight = ((1 - positives) / positives.clamp_min(1e-3)).clamp(1.0, 1000.0)
-        loss_sum, batches = torch.zeros((), device=next_obs.device), 0
-        for _ in range(self.termination_steps):
-            idx = torch.randint(next_obs.shape[0], (self.batch_size,), device=next_obs.device)
-            loss = F.binary_cross_entropy_with_logits(
-                self.termination(next_obs[idx]), terminated[idx], pos_weight=pos_weight
-            )
-            optimizer_step(self, optimizer, loss)
-            loss_sum += loss.detach()
-            batches += 1
-        with torch.no_grad():
-            accuracy = ((self.termination(next_obs) > 0).float() == terminated).float().mean()
-        return {"termination_loss": loss_sum / max(batches, 1), "termination_accuracy": accuracy}
+        """Train the classifier on real ``next_obs [N, O]``, ``terminated [N]`` (:mod:`mbpo_pl.learned_termination`)."""
+        return fit_termination(self, self.termination, own_optimizers(self)[1], next_obs, terminated,
+                               self.termination_steps, self.batch_size)  # fmt: skip
 
     @staticmethod
     def make_dataset(obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor) -> tuple[Tensor, Tensor]:

@@ -107,10 +107,12 @@ def test_memmap_save_cut_off_before_its_checkpoint_file_leaves_the_previous_chec
 
 
 def test_memmap_saves_keep_the_latest_two_and_write_each_moment_once(tmp_path, monkeypatch):
-    import mbpo_pl.data
+    import mbpo_pl.buffer_checkpoints
 
     dumps = []
-    monkeypatch.setattr(mbpo_pl.data, "dump_buffer", lambda *a, **k: dumps.append(a[0]) or dump_buffer(*a, **k))
+    monkeypatch.setattr(
+        mbpo_pl.buffer_checkpoints, "dump_buffer", lambda *a, **k: dumps.append(a[0]) or dump_buffer(*a, **k)
+    )
     dm = _filled_memmap_datamodule(tmp_path / "buffers")
     oldest = dm.state_dict()
     for start in (100, 110):
