@@ -23,9 +23,8 @@ def soft_q_target(
 
 def alpha_loss(log_alpha: Tensor, log_prob: Tensor, target_entropy: float) -> Tensor:
     """Automatic entropy tuning: ``-log_alpha * (log pi + target_entropy)`` averaged over the batch, gradient on alpha
-    only. ``log_alpha [...]``, ``log_prob [..., B]``; the losses of the leading dimensions (independent temperatures)
-    are summed."""
-    return -(log_alpha.unsqueeze(-1) * (log_prob.detach() + target_entropy)).mean(-1).sum()
+    only. ``log_alpha [...]`` (one temperature per leading index), ``log_prob [..., B]`` -> ``[...]``."""
+    return -(log_alpha.unsqueeze(-1) * (log_prob.detach() + target_entropy)).mean(-1)
 
 
 @torch.no_grad()

@@ -51,6 +51,10 @@ class SACModule(LightningModule):
             docs/speed.md). Only where Lightning's path adds nothing but the
             hooks (one device; 32-true or bf16-mixed, no gradient scaler); any other run takes Lightning's path for
             every update.
+        population: ``S`` independent agents in one module: every network weight and the temperature get a leading
+            seed dimension, batches are ``[S, B]``, the statistics ``[S]``; one optimizer step updates every seed,
+            each as it would alone (Adam is elementwise). ``None`` (default): one agent. The MBPO training loop
+            runs one agent per process and refuses a population.
     """
 
     def __init__(
@@ -67,9 +71,14 @@ class SACModule(LightningModule):
         fused_optimizer: bool = True,
         cuda_graphs: bool | None = None,
         lightning_hooks_every_step: bool = False,
+        population: int | None = None,
     ) -> None:
         super().__init__()
+        if population is not None and population < 1:
+            raise ValueError(f"population={population} must be >= 1 (or None for a single agent)")
         self.automatic_optimization = False
+        self.population = population
+        seeds = () if population is None else (population,)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.lr, self.gamma, self.tau = lr, gamma, tau
         self.fused_optimizer = fused_optimizer
@@ -78,10 +87,10 @@ class SACModule(LightningModule):
         # Whether updates after the first of a call may skip Lightning: resolved from the run with the optimizer.
         self.direct_steps = False
         self.target_entropy = float(-act_dim if target_entropy is None else target_entropy)
-        self.actor = TanhGaussianActor(obs_dim, act_dim, hidden_size, num_hidden_layers)
-        self.critic = TwinQCritic(obs_dim, act_dim, hidden_size, num_hidden_layers)
+        self.actor = TanhGaussianActor(obs_dim, act_dim, hidden_size, num_hidden_layers, seeds)
+        self.critic = TwinQCritic(obs_dim, act_dim, hidden_size, num_hidden_layers, seeds)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
+        self.log_alpha = nn.Parameter(torch.full(seeds, math.log(init_alpha)))  # one temperature per seed
         # Enabled from the run by configure_optimizers (`cuda_graphs` None: where graphs can run).
         self.graphed_step = CudaGraphStep(
             self._update_many, bool(cuda_graphs), before_capture=partial(clear_grads, self)
@@ -127,13 +136,14 @@ class SACModule(LightningModule):
                 reward, terminated, self.critic_target(next_obs, next_action), next_log_prob, alpha, self.gamma
             )
         q = self.critic(obs, action)
-        critic_loss = 0.5 * (q - target_q.unsqueeze(-2)).square().mean(dim=-1).sum()
+        critic_loss = 0.5 * (q - target_q.unsqueeze(-2)).square().mean(dim=-1).sum(dim=-1)
         # Actor: maximise min-Q minus the entropy cost, through frozen (detached) critic weights.
         new_action, log_prob = self.actor(obs)
-        actor_loss = (alpha * log_prob - self.critic(obs, new_action, frozen=True).min(dim=-2).values).mean(-1).sum()
+        actor_loss = (alpha * log_prob - self.critic(obs, new_action, frozen=True).min(dim=-2).values).mean(-1)
         # Temperature.
         temperature_loss = alpha_loss(self.log_alpha, log_prob, self.target_entropy)
-        optimizer_step(self, optimizer, critic_loss + actor_loss + temperature_loss, through_lightning)
+        # One step for every seed: the seeds' parameters are disjoint, so the sum's gradient is each seed's own.
+        optimizer_step(self, optimizer, (critic_loss + actor_loss + temperature_loss).sum(), through_lightning)
 
         polyak_update(self.critic_target.parameters(), self.critic.parameters(), self.tau)
         return {

@@ -17,7 +17,7 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from mbpo_pl.dynamics import DynamicsModule
-from mbpo_pl.errors import NonFiniteError
+from mbpo_pl.errors import ConfigError, NonFiniteError
 from mbpo_pl.run_state import RunState
 from mbpo_pl.sac import SACModule
 
@@ -41,6 +41,11 @@ class MBPO(LightningModule):
         super().__init__()
         if (dynamics.obs_dim, dynamics.act_dim) != (sac.obs_dim, sac.act_dim):
             raise ValueError("model.dynamics and model.sac were built for different observation/action sizes")
+        if sac.population is not None:
+            raise ConfigError(
+                f"model.sac.population={sac.population}: the MBPO training loop trains one agent per process; leave "
+                "it unset and start one run per seed."
+            )
         self.automatic_optimization = False
         self.dynamics = dynamics
         self.sac = sac

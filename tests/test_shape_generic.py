@@ -111,7 +111,7 @@ def test_sac_losses_with_a_leading_dim_sum_independent_losses():
     for s in range(S):
         _close(target[s], soft_q_target(reward[s], terminated[s], next_q[s], next_log_prob[s], alpha[s], 0.99))
     log_alpha.requires_grad_(True)
-    alpha_loss(log_alpha, next_log_prob, -2.0).backward()
+    alpha_loss(log_alpha, next_log_prob, -2.0).sum().backward()
     for s in range(S):
         single = log_alpha[s].detach().clone().requires_grad_(True)
         alpha_loss(single, next_log_prob[s], -2.0).backward()

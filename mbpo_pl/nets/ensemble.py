@@ -37,12 +37,14 @@ def select_members(tensor: Tensor, members: Tensor) -> Tensor:
 
 class EnsembleLinear(nn.Module):
     """``E`` independent affine maps applied with one batched matmul; ``ensemble_size`` may also be a shape
-    ``(..., E)`` (e.g. ``(S, E)``: ``E`` members for each of ``S`` seeds), each map initialised independently.
+    ``(..., E)`` (e.g. ``(S, E)``: ``E`` members for each of ``S`` seeds), each map initialised independently:
+    ``init="trunc_normal"`` as the official MBPO code's FC layers, ``"linear"`` as PyTorch's ``nn.Linear``.
 
     Input ``[..., E, B, in_features]`` -> output ``[..., E, B, out_features]``.
     """
 
-    def __init__(self, ensemble_size: int | tuple[int, ...], in_features: int, out_features: int) -> None:
+    def __init__(self, ensemble_size: int | tuple[int, ...], in_features: int, out_features: int,
+                 init: str = "trunc_normal") -> None:  # fmt: skip
         super().__init__()
         self.batch_shape = (ensemble_size,) if isinstance(ensemble_size, int) else tuple(ensemble_size)
         self.ensemble_size = self.batch_shape[-1]
@@ -50,13 +52,26 @@ class EnsembleLinear(nn.Module):
         self.out_features = out_features
         self.weight = nn.Parameter(torch.empty(*self.batch_shape, in_features, out_features))
         self.bias = nn.Parameter(torch.empty(*self.batch_shape, 1, out_features))
-        self.reset_parameters()
+        self.reset_parameters(init)
 
-    def reset_parameters(self) -> None:
-        # Truncated normal with std 1/(2*sqrt(fan_in)), as the official MBPO code initialises its FC layers.
-        std = 1.0 / (2.0 * math.sqrt(self.in_features))
-        nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
-        nn.init.zeros_(self.bias)
+    @torch.no_grad()
+    def reset_parameters(self, init: str = "trunc_normal") -> None:
+        if init == "trunc_normal":
+            # Truncated normal with std 1/(2*sqrt(fan_in)), as the official MBPO code initialises its FC layers.
+            std = 1.0 / (2.0 * math.sqrt(self.in_features))
+            nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
+            nn.init.zeros_(self.bias)
+            return
+        if init != "linear":
+            raise ValueError(f"init must be 'trunc_normal' or 'linear', got {init!r}")
+        # nn.Linear's default, map by map in the order nn.Linear draws it (a [out, in] weight, then the bias).
+        bound = 1 / math.sqrt(self.in_features)
+        weights = self.weight.view(-1, self.in_features, self.out_features)
+        for weight, bias in zip(weights, self.bias.view(-1, self.out_features)):
+            w = torch.empty(self.out_features, self.in_features)
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            weight.copy_(w.T)
+            bias.uniform_(-bound, bound)
 
     def forward(self, x: Tensor, frozen: bool = False) -> Tensor:
         """``frozen``: use detached weights, so gradients reach ``x`` but not this layer's parameters."""

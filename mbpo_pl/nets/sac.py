@@ -1,6 +1,8 @@
 """SAC networks: a tanh-squashed Gaussian actor and a fused twin Q critic.
 
-Actions live in ``[-1, 1]^A``; the environment wrapper rescales them to the env's own bounds.
+Actions live in ``[-1, 1]^A``; the environment wrapper rescales them to the env's own bounds. ``population=(S,)``
+builds ``S`` independent networks in one (every weight with a leading seed dimension, each initialised as a single
+network is), which take inputs ``[S, ..., D]``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ from mbpo_pl.nets.ensemble import EnsembleLinear, float32_output
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the usual SAC bounds (Haarnoja et al. 2018, softlearning)
 
 
-def mlp(in_size: int, hidden_size: int, out_size: int, num_hidden_layers: int = 2) -> nn.Sequential:
-    sizes = [in_size] + [hidden_size] * num_hidden_layers
+def mlp(in_size: int, hidden_size: int, out_size: int, num_hidden_layers: int = 2,
+        population: tuple[int, ...] = ()) -> nn.Sequential:  # fmt: skip
+    """ReLU MLP; with ``population``, one per leading index (batched layers, ``nn.Linear``'s initialisation)."""
+    sizes = [in_size] + [hidden_size] * num_hidden_layers + [out_size]
+
+    def linear(i: int, o: int) -> nn.Module:
+        return EnsembleLinear(population, i, o, init="linear") if population else nn.Linear(i, o)
+
     layers: list[nn.Module] = []
-    for i, o in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(i, o), nn.ReLU()]
-    layers.append(nn.Linear(sizes[-1], out_size))
+    for i, o in zip(sizes[:-2], sizes[1:-1]):
+        layers += [linear(i, o), nn.ReLU()]
+    layers.append(linear(sizes[-2], out_size))
     return nn.Sequential(*layers)
 
 
@@ -34,12 +42,13 @@ class TanhGaussianActor(nn.Module):
     """``pi(a|s) = tanh(N(mu(s), sigma(s)))``.
 
     ``forward(obs [..., B, O]) -> (action [..., B, A], log_prob [..., B])`` with a reparameterised sample;
-    ``act(obs, deterministic)`` for acting without gradients.
+    ``act(obs, deterministic)`` for acting without gradients. With ``population=(S,)``, ``obs`` is ``[S, ..., O]``.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 256, num_hidden_layers: int = 2) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 256, num_hidden_layers: int = 2,
+                 population: tuple[int, ...] = ()) -> None:  # fmt: skip
         super().__init__()
-        self.net = mlp(obs_dim, hidden_size, 2 * act_dim, num_hidden_layers)
+        self.net = mlp(obs_dim, hidden_size, 2 * act_dim, num_hidden_layers, population)
 
     def distribution_params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         *hidden, head = self.net  # the head in float32 (hidden layers in bf16 under bf16-mixed)
@@ -69,21 +78,17 @@ class TwinQCritic(nn.Module):
     """Two Q networks fused into one ensemble of 2 (one batched matmul per layer).
 
     ``forward(obs [..., B, O], action [..., B, A], frozen=False) -> q [..., 2, B]``; ``frozen=True`` evaluates with
-    detached weights (gradients flow to the action only: the actor's pass).
+    detached weights (gradients flow to the action only: the actor's pass). With ``population=(S,)``, a twin critic
+    per seed (weights ``[S, 2, ...]``) on ``obs [S, ..., B, O]``.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 256, num_hidden_layers: int = 2) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 256, num_hidden_layers: int = 2,
+                 population: tuple[int, ...] = ()) -> None:  # fmt: skip
         super().__init__()
         sizes = [obs_dim + act_dim] + [hidden_size] * num_hidden_layers + [1]
-        self.layers = nn.ModuleList(EnsembleLinear(2, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
-        for layer in self.layers:  # PyTorch's nn.Linear default init, per member
-            for member in range(2):
-                w = torch.empty(layer.out_features, layer.in_features)
-                nn.init.kaiming_uniform_(w, a=math.sqrt(5))
-                bound = 1 / math.sqrt(layer.in_features)
-                with torch.no_grad():
-                    layer.weight[member].copy_(w.T)
-                    layer.bias[member].uniform_(-bound, bound)
+        self.layers = nn.ModuleList(EnsembleLinear((*population, 2), i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        for layer in self.layers:  # then PyTorch's nn.Linear default init, per member
+            layer.reset_parameters("linear")
 
     def forward(self, obs: Tensor, action: Tensor, frozen: bool = False) -> Tensor:
         h = torch.cat([obs, action], dim=-1).unsqueeze(-3)

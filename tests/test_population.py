@@ -1,0 +1,86 @@
+"""A population of SAC agents in one module: each seed trains exactly as it would alone."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from mbpo_pl.cli import main
+from mbpo_pl.manual_optimization import own_optimizers
+from mbpo_pl.sac import SACModule
+
+OBS, ACT = 3, 2
+
+
+def _batches(steps: int, seeds: tuple[int, ...], n: int = 32, generator_seed: int = 0) -> TensorDict:
+    """``[steps, S, n]`` transitions (``seeds``: the data seed of each population member)."""
+    members = []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(generator_seed * 1000 + seed)
+        flags = torch.rand(steps, n, 1, generator=g) < 0.1
+        members.append(TensorDict({
+            "observation": torch.randn(steps, n, OBS, generator=g),
+            "action": torch.rand(steps, n, ACT, generator=g) * 2 - 1,
+            "next": {"observation": torch.randn(steps, n, OBS, generator=g),
+                     "reward": torch.randn(steps, n, 1, generator=g), "terminated": flags},
+        }, batch_size=[steps, n]))  # fmt: skip
+    return torch.stack(members, dim=1)
+
+
+def _train(batches: TensorDict, population: int | None) -> tuple[SACModule, list[dict]]:
+    torch.manual_seed(0)
+    sac = SACModule(OBS, ACT, hidden_size=16, target_entropy=-1.0, population=population)
+    torch.manual_seed(1)  # the policy noise
+    return sac, [sac.update(batch) for batch in batches.unbind(0)]
+
+
+def test_a_population_of_one_is_the_single_agent():
+    batches = _batches(3, (0,))
+    single, single_stats = _train(batches[:, 0], None)
+    population, population_stats = _train(batches, 1)
+    # initialised with the same draws in the same order
+    for linear, batched in zip(single.actor.net[::2], population.actor.net[::2]):
+        assert torch.equal(batched.weight[0], linear.weight.T) and torch.equal(batched.bias[0, 0], linear.bias)
+    # three updates on the same data and noise: the same up to the batched kernels' rounding
+    for name, value in single.state_dict().items():
+        batched = population.state_dict()[name]
+        if name.startswith("actor.net") and name.endswith("weight"):
+            value = value.T
+        torch.testing.assert_close(batched.reshape(value.shape), value, rtol=1e-4, atol=1e-5, msg=name)
+    for a, b in zip(single_stats, population_stats):
+        for key in a:
+            torch.testing.assert_close(b[key].reshape(()), a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_population_seeds_are_independent_bit_for_bit():
+    base, changed = _batches(4, (0, 1, 2)), _batches(4, (0, 1, 2))
+    changed[:, 2] = _batches(4, (0, 1, 2), generator_seed=7)[:, 2]  # seed 2 sees other data
+    a, a_stats = _train(base, 3)
+    b, b_stats = _train(changed, 3)
+    for name, value in a.state_dict().items():
+        other = b.state_dict()[name]
+        assert torch.equal(value[:2], other[:2]), name  # seeds 0 and 1: unchanged to the last bit
+    assert not torch.equal(a.critic.layers[0].weight[2], b.critic.layers[0].weight[2])
+    (adam_a,), (adam_b,) = own_optimizers(a), own_optimizers(b)  # the optimizer each module stepped
+    params_a, params_b = (adam.param_groups[0]["params"] for adam in (adam_a, adam_b))
+    assert len(params_a) == 13  # critic layers, actor layers, temperature
+    for pa, pb in zip(params_a, params_b):
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(adam_a.state[pa][key][:2], adam_b.state[pb][key][:2]), key
+    for sa, sb in zip(a_stats, b_stats):
+        for key in sa:
+            assert torch.equal(sa[key][:2], sb[key][:2]), key
+            assert sa[key].shape == (3,)
+
+
+def test_population_statistics_and_temperatures_are_per_seed():
+    sac, stats = _train(_batches(2, (0, 1)), 2)
+    assert sac.log_alpha.shape == (2,) and sac.critic.layers[0].weight.shape[:2] == (2, 2)
+    assert not torch.equal(sac.log_alpha[0], sac.log_alpha[1])  # each temperature follows its own seed's entropy
+
+
+def test_the_training_loop_refuses_a_population(logdir):
+    from pathlib import Path
+
+    tiny = str(Path(__file__).parent / "conf" / "tiny.yaml")
+    with pytest.raises(ValueError, match="model.sac.population=2: the MBPO training loop trains one agent"):
+        main(["--config", tiny, "--model.sac.population", "2"], run=False)
