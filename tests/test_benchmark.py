@@ -102,3 +102,13 @@ def test_readme_speed_table_is_generated_from_the_committed_peer_json():
     readme = (BENCHMARKS.parent / "README.md").read_text()
     block = readme.split("<!-- peer-table -->\n", 1)[1].split("\n<!-- /peer-table -->", 1)[0]
     assert block == peer.table_from_json(BENCHMARKS / "peer_cpu2.json")
+
+
+def test_speed_doc_population_table_is_generated_from_the_committed_json():
+    population = _load("population_sac")
+    stored = json.loads((BENCHMARKS / "population_sac_cpu2.json").read_text())
+    text = population.markdown(stored)
+    assert "| bf16-mixed | 2 processes x 1 thread, 1 agent each | 2 | — |" in text and "1.00× |" in text
+    speed = (BENCHMARKS.parent / "docs" / "speed.md").read_text()
+    block = speed.split("<!-- population-sac -->\n", 1)[1].split("\n<!-- /population-sac -->", 1)[0]
+    assert block == text
