@@ -7,7 +7,8 @@ Prints one JSON line: ``sac_update_ms`` (one SAC update with its minibatch sampl
 step), ``model_epoch_s`` (one ensemble training epoch over the data with its holdout evaluation, from two calls of
 5 epochs), ``rollout_s`` (a 1-step rollout from 100,000 start states sampled from the data, into a model buffer of
 4 such batches, full when the SAC updates are timed). Sizes are the paper's Hopper settings on both sides: SAC
-2 x 256, batch 256, target entropy -1, Polyak every update; ensemble 7 x 4 x 200 SiLU, 20 % holdout, batch 256. Nothing of mbrl-lib is copied: its classes are imported from its installed package.
+2 x 256, batch 256, target entropy -1, Polyak every update; ensemble 7 x 4 x 200 SiLU, 20 % holdout, batch 256.
+Nothing of mbrl-lib is copied: its classes are imported from its installed package.
 """
 
 from __future__ import annotations
