@@ -38,7 +38,7 @@ from mbpo_pl.rng import global_rng_state, set_global_rng_state
 from mbpo_pl.run_state import RunState
 from mbpo_pl.schedule import MBPOSchedule
 from mbpo_pl.system import MBPO
-from mbpo_pl.termination import TerminationFn, choose_termination_fn
+from mbpo_pl.termination import TerminationFn
 
 
 class MBPOLoop(Callback):
@@ -121,7 +121,7 @@ class MBPOLoop(Callback):
         self.runner = RealEnvRunner(data.env_spec.make(), self.run.rank_seed())
         dynamics = pl_module.dynamics
         learned = dynamics.predict_termination if dynamics.learn_termination else None
-        self.termination_fn = choose_termination_fn(data.env_id, learned)
+        self.termination_fn = data.env_spec.termination_fn(learned)
         check_batches_fit(data, self.schedule, self.run.world_size)
         self.run.clock.watch()  # leaves SIGTSTP pauses out of the timings; undone in teardown()
 

@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from mbpo_pl.errors import ConfigError
+from mbpo_pl.termination import TerminationFn, choose_termination_fn
 
 
 def _unknown_env_message(env_id: str) -> str:
@@ -96,26 +97,45 @@ def run_episode(env: gym.Env, policy: Callable[[np.ndarray], np.ndarray], seed: 
     return episode
 
 
+IDENTITY = ("env_id", "env_kwargs", "obs_dim", "act_dim")  # what makes two env descriptions the same env
+
+
 @dataclass(frozen=True)
 class EnvSpec:
-    """The one description of a run's env: its id and ``gymnasium.make`` keyword arguments, and the observation and
-    action sizes of the checked env. Built once (:meth:`of`) and passed down; checkpoints store its
-    :meth:`signature` once, and a resume or evaluation checks a checkpoint against it once
-    (:meth:`check_checkpoint`)."""
+    """The one description of a run's env: its id and ``gymnasium.make`` keyword arguments, the observation and
+    action sizes of the checked env and its own action bounds (policies act in ``[-1, 1]``; :func:`make_env`
+    rescales). Built once (:meth:`of`) and passed down; checkpoints store its :meth:`signature` once, and a resume or
+    evaluation checks a checkpoint against it once (:meth:`check_checkpoint`). :meth:`termination_fn` is what stops
+    model rollouts in it."""
 
     env_id: str
     env_kwargs: dict[str, Any]
     obs_dim: int
     act_dim: int
+    action_low: tuple[float, ...] | None = None
+    action_high: tuple[float, ...] | None = None
 
     @classmethod
     def of(cls, env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvSpec:
         """Make and check the env once (a clear error for an unknown id, bad kwargs or unsupported spaces)."""
         env = make_env(env_id, env_kwargs)
         try:
-            return cls(env_id, dict(env_kwargs or {}), env.observation_space.shape[0], env.action_space.shape[0])
+            space = env.unwrapped.action_space  # the env's own bounds, before the rescaling to [-1, 1]
+            return cls(env_id, dict(env_kwargs or {}), env.observation_space.shape[0], env.action_space.shape[0],
+                       tuple(space.low.tolist()), tuple(space.high.tolist()))  # fmt: skip
         finally:
             env.close()
+
+    @classmethod
+    def from_signature(cls, saved: dict[str, Any]) -> EnvSpec:
+        """The description a checkpoint stored (without bounds for checkpoints written before they were stored)."""
+        low, high = saved.get("action_low"), saved.get("action_high")
+        return cls(saved["env_id"], dict(saved["env_kwargs"]), saved["obs_dim"], saved["act_dim"],
+                   None if low is None else tuple(low), None if high is None else tuple(high))  # fmt: skip
+
+    def termination_fn(self, learned: TerminationFn | None = None) -> TerminationFn:
+        """What stops model rollouts in this env (:func:`~mbpo_pl.termination.choose_termination_fn`)."""
+        return choose_termination_fn(self.env_id, learned)
 
     def make(self, render_mode: str | None = None, **overrides: Any) -> gym.Env:
         """A fresh copy of the env (:func:`make_env`: actions in ``[-1, 1]``); ``overrides`` update its kwargs."""
@@ -123,14 +143,17 @@ class EnvSpec:
 
     def signature(self) -> dict[str, Any]:
         """What a checkpoint stores of the env (plain types only)."""
-        return {"env_id": self.env_id, "env_kwargs": dict(self.env_kwargs), "obs_dim": self.obs_dim,
-                "act_dim": self.act_dim}  # fmt: skip
+        signature = {"env_id": self.env_id, "env_kwargs": dict(self.env_kwargs), "obs_dim": self.obs_dim,
+                     "act_dim": self.act_dim}  # fmt: skip
+        if self.action_low is not None:
+            signature.update(action_low=list(self.action_low), action_high=list(self.action_high))
+        return signature
 
     def check_checkpoint(self, saved: dict[str, Any], what: str = "This checkpoint", fix: str | None = None) -> None:
         """Raise a clear error when a checkpoint's :meth:`signature` is another env's or has other sizes (``fix``:
         the advice in the message; by default, how to resume)."""
         current = self.signature()
-        if saved != current:
+        if any(saved.get(key) != current[key] for key in IDENTITY):
             raise ConfigError(
                 f"{what} was made for env {saved.get('env_id')!r} (kwargs {saved.get('env_kwargs')}, obs_dim "
                 f"{saved.get('obs_dim')}, act_dim {saved.get('act_dim')}), but this run is configured for "

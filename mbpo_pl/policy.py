@@ -124,18 +124,20 @@ def load_policy(source: str | Path, map_location: str | torch.device = "cpu", op
     checkpoint = read_checkpoint(path, option=option)
     if "state_dict" not in checkpoint or "mbpo_env" not in checkpoint:
         raise ConfigError(f"{option}: {path} is not an mbpo_pl checkpoint (no state_dict or env description).")
-    env = checkpoint["mbpo_env"]
+    env = EnvSpec.from_signature(checkpoint["mbpo_env"])
     net = actor_from_state_dict(checkpoint["state_dict"], f"{option}: {path}")
-    if (net[0].in_features, net[-1].out_features // 2) != (env["obs_dim"], env["act_dim"]):
+    if (net[0].in_features, net[-1].out_features // 2) != (env.obs_dim, env.act_dim):
         raise ConfigError(f"{option}: {path}: the actor's sizes do not match its env description {env}.")
-    try:
-        probe = gym.make(env["env_id"], **env["env_kwargs"])
-    except (gym.error.Error, TypeError, ImportError) as err:
-        raise ConfigError(
-            f"{option}: {path} was trained on {env['env_id']!r}, which cannot be made here: {err}"
-        ) from err
-    space = probe.action_space
-    probe.close()
-    policy = Policy(net, torch.as_tensor(space.low), torch.as_tensor(space.high), env["env_id"], env["env_kwargs"],
-                    _env_steps(checkpoint), path)  # fmt: skip
+    low, high = env.action_low, env.action_high
+    if low is None:  # a checkpoint written before the env description held the bounds: ask the env
+        try:
+            probe = gym.make(env.env_id, **env.env_kwargs)
+        except (gym.error.Error, TypeError, ImportError) as err:
+            raise ConfigError(
+                f"{option}: {path} was trained on {env.env_id!r}, which cannot be made here: {err}"
+            ) from err
+        low, high = probe.action_space.low, probe.action_space.high
+        probe.close()
+    policy = Policy(net, torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32),
+                    env.env_id, env.env_kwargs, _env_steps(checkpoint), path)  # fmt: skip
     return policy.to(map_location).eval()

@@ -55,6 +55,23 @@ def test_load_policy_acts_as_the_trained_actor_in_the_env_bounds(trained):
     assert far.abs().max() <= 3.0 and far.abs().max() > 2.5  # saturated, still within the bounds
 
 
+def test_load_policy_takes_the_action_bounds_from_the_checkpoint(trained, tmp_path, monkeypatch):
+    _, run, _ = trained
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["mbpo_env"]["action_low"] == [-3.0] and checkpoint["mbpo_env"]["action_high"] == [3.0]
+    older = {key: value for key, value in checkpoint["mbpo_env"].items() if not key.startswith("action_")}
+    torch.save({**checkpoint, "mbpo_env": older}, tmp_path / "older.ckpt")  # as written before bounds were stored
+    expected = load_policy(tmp_path / "older.ckpt").action_high  # read off the env
+    import mbpo_pl.policy
+
+    def no_env(*args, **kwargs):
+        raise AssertionError("the env was made")
+
+    monkeypatch.setattr(mbpo_pl.policy.gym, "make", no_env)
+    policy = load_policy(run)  # the bounds from the checkpoint: no env is made
+    assert torch.equal(policy.action_high, expected) and torch.equal(policy.action_low, -expected)
+
+
 def test_policy_refuses_observations_of_the_wrong_shape(trained):
     policy = load_policy(trained[1])
     for bad in (np.zeros(5), torch.zeros(2, 3), torch.zeros(2, 2, 4)):
