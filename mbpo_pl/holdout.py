@@ -7,12 +7,12 @@ from torch import Tensor
 
 
 def split_holdout(
-    inputs: Tensor, targets: Tensor, holdout_ratio: float, max_holdout: int
+    inputs: Tensor, targets: Tensor, holdout_ratio: float, max_holdout: int, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A random ``holdout_ratio`` of the rows (at least 1, at most ``max_holdout``) held out from training:
-    ``(train_in, train_tg, holdout_in, holdout_tg)``."""
+    ``(train_in, train_tg, holdout_in, holdout_tg)``; drawn from ``generator`` (default: the global stream)."""
     num_total = inputs.shape[0]
-    permutation = torch.randperm(num_total, device=inputs.device)
+    permutation = torch.randperm(num_total, device=inputs.device, generator=generator)
     num_holdout = max(1, min(int(num_total * holdout_ratio), max_holdout))
     if num_total - num_holdout < 1:
         raise ValueError(f"need at least 2 transitions to train the dynamics model, got {num_total}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import nullcontext
 
 import torch
@@ -85,8 +86,10 @@ def clear_grads(module: LightningModule) -> None:
     own_optimizers(module)[0].zero_grad(set_to_none=True)
 
 
-def optimizer_step(module: LightningModule, optimizer, loss: Tensor, through_lightning: bool = True) -> None:  # noqa: ANN001
-    """One visible update: ``zero_grad -> backward -> average gradients over ranks -> step``.
+def optimizer_step(module: LightningModule, optimizer, loss: Tensor, through_lightning: bool = True,  # noqa: ANN001
+                   skip: Iterable[Tensor] = ()) -> None:  # fmt: skip
+    """One visible update: ``zero_grad -> backward -> average gradients over ranks -> step``. The parameters in
+    ``skip`` get no gradient, so the optimizer leaves them and their state untouched (frozen members of a batch).
 
     ``through_lightning=False`` runs ``loss.backward()`` and the wrapped torch optimizer's ``step()`` directly,
     skipping Lightning's ``manual_backward`` / ``LightningOptimizer.step`` and so their hook dispatch. Only valid
@@ -95,11 +98,18 @@ def optimizer_step(module: LightningModule, optimizer, loss: Tensor, through_lig
     optimizer.zero_grad(set_to_none=True)
     if not through_lightning:
         loss.backward()
+        _drop_grads(skip)
         (optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer).step()
         return
     backward(module, loss)
+    _drop_grads(skip)
     average_gradients(module, optimizer)
     optimizer.step()
+
+
+def _drop_grads(params: Iterable[Tensor]) -> None:
+    for param in params:
+        param.grad = None
 
 
 def lightning_step_is_plain(trainer: Trainer) -> bool:

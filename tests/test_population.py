@@ -84,3 +84,86 @@ def test_the_training_loop_refuses_a_population(logdir):
     tiny = str(Path(__file__).parent / "conf" / "tiny.yaml")
     with pytest.raises(ValueError, match="model.sac.population=2: the MBPO training loop trains one agent"):
         main(["--config", tiny, "--model.sac.population", "2"], run=False)
+
+
+# ---------------------------------------------------------------- dynamics ensembles
+
+
+def _transitions(seed: int, n: int = 400, noise: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs [n, O+A], targets [n, 1+O])`` of a smooth system, its noise drawn from ``seed``."""
+    from mbpo_pl.dynamics import DynamicsModule
+
+    g = torch.Generator().manual_seed(seed)
+    obs, action = torch.randn(n, OBS, generator=g), torch.rand(n, ACT, generator=g) * 2 - 1
+    next_obs = (
+        obs
+        + 0.1 * torch.tanh(obs @ torch.ones(OBS, OBS))
+        + 0.2 * action[:, :1]
+        + noise * torch.randn(n, OBS, generator=g)
+    )
+    reward = obs[:, 0] - action.square().sum(-1)
+    return DynamicsModule.make_dataset(obs, action, reward, next_obs)
+
+
+def _dynamics(population: int | None, **kwargs):
+    from mbpo_pl.dynamics import DynamicsModule
+    from mbpo_pl.population_dynamics import PopulationDynamicsModule
+
+    settings = dict(ensemble_size=3, num_elites=2, hidden_size=16, num_hidden_layers=2,
+                    weight_decay=[2.5e-5, 5e-5, 1e-4], batch_size=64, patience=2, max_epochs_per_train=25,
+                    **kwargs)  # fmt: skip
+    torch.manual_seed(0)
+    if population is None:
+        return DynamicsModule(OBS, ACT, **settings)
+    return PopulationDynamicsModule(OBS, ACT, population, **settings)
+
+
+def _fit_population(module, data: list, seeds: list[int], calls: int = 2):
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    inputs, targets = torch.stack([d[0] for d in data]), torch.stack([d[1] for d in data])
+    return [module.fit_ensemble(inputs, targets, generators) for _ in range(calls)]
+
+
+def test_a_dynamics_population_of_one_trains_as_the_single_ensemble():
+    single, population = _dynamics(None), _dynamics(1)
+    population.model.seeds[0].load_state_dict(single.model.state_dict())  # the same initial weights
+    inputs, targets = _transitions(0)
+    torch.manual_seed(5)
+    single_stats = [single.fit_ensemble(inputs, targets) for _ in range(2)]  # global stream seeded 5
+    population_stats = _fit_population(population, [(inputs, targets)], [5])  # its generator seeded 5
+    for name, value in single.model.state_dict().items():
+        torch.testing.assert_close(population.model.seeds[0].state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    assert torch.equal(population.elites[0], single.elites)
+    for a, b in zip(single_stats, population_stats):
+        assert int(b["epochs"][0]) == int(a["epochs"])
+        torch.testing.assert_close(b["holdout_mse"][0], a["holdout_mse"], rtol=1e-4, atol=1e-6)
+
+
+def test_dynamics_seeds_are_independent_bit_for_bit_and_frozen_when_they_stop():
+    data = [_transitions(s) for s in range(3)]
+    other = list(data)
+    other[2] = _transitions(11, noise=1.0)  # seed 2: other data, much noisier: it stops at another epoch
+    a, b = _dynamics(3), _dynamics(3)
+    a_stats, b_stats = _fit_population(a, data, [0, 1, 2]), _fit_population(b, other, [0, 1, 2])
+    assert any(int(x["epochs"][2]) != int(y["epochs"][2]) for x, y in zip(a_stats, b_stats))
+    for s in (0, 1):  # two training calls later, seeds 0 and 1 are untouched by what seed 2 saw and did
+        for name, value in a.model.seeds[s].state_dict().items():
+            assert torch.equal(value, b.model.seeds[s].state_dict()[name]), name
+        assert torch.equal(a.elites[s], b.elites[s])
+        for x, y in zip(a_stats, b_stats):
+            for key in ("holdout_mse", "train_loss", "epochs"):
+                assert torch.equal(x[key][s], y[key][s]), key
+    (adam_a,), (adam_b,) = own_optimizers(a), own_optimizers(b)
+    for s in (0, 1):
+        for pa, pb in zip(a.model.seeds[s].parameters(), b.model.seeds[s].parameters()):
+            for key in ("step", "exp_avg", "exp_avg_sq"):  # the frozen epochs changed no Adam state either
+                assert torch.equal(adam_a.state[pa][key], adam_b.state[pb][key]), key
+    # and each seed trained as that seed alone (a population of one) does, though in the second call seed 0 stops
+    # 5 epochs before seed 1 (frozen meanwhile) and seed 2 at yet another epoch
+    assert [x["epochs"].tolist() for x in a_stats][1][:2] == [20, 25]
+    for s in (0, 1):
+        alone = _dynamics(1)
+        alone.model.seeds[0].load_state_dict(_dynamics(3).model.seeds[s].state_dict())
+        _fit_population(alone, [data[s]], [s])
+        for name, value in alone.model.seeds[0].state_dict().items():
+            torch.testing.assert_close(a.model.seeds[s].state_dict()[name], value, rtol=1e-4, atol=1e-5, msg=name)

@@ -185,8 +185,13 @@ class GaussianEnsemble(nn.Module):
         mean, raw_logvar = out.split(self.output_size, dim=-1)
         return mean, soft_clamp_logvar(raw_logvar, self.min_logvar, self.max_logvar)
 
-    def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, inputs: Tensor, members: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Every member on ``inputs [..., E, B, input_size]``, or only ``members`` (:meth:`forward_members`)."""
         h = self.normalizer(inputs)
+        if members is not None:
+            for layer in self.hidden:
+                h = F.silu(layer.forward_members(h, members))
+            return self._split(float32_output(self.head.forward_members, h, members))
         for layer in self.hidden:
             h = F.silu(layer(h))
         return self._split(float32_output(self.head, h))
@@ -194,10 +199,7 @@ class GaussianEnsemble(nn.Module):
     def forward_members(self, inputs: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
         """Run only ``members`` (``[..., M]`` indices) on ``inputs`` ``[..., M, B, input_size]``: the rollout path,
         which computes each sample through its own member instead of all ``E``."""
-        h = self.normalizer(inputs)
-        for layer in self.hidden:
-            h = F.silu(layer.forward_members(h, members))
-        return self._split(float32_output(self.head.forward_members, h, members))
+        return self(inputs, members)
 
     def logvar_bound_loss(self) -> Tensor:
         """``sum(max_logvar) - sum(min_logvar)``: keeps the learned bounds tight (weighted 0.01 in the loss; summed
