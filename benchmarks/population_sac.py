@@ -6,9 +6,11 @@ separate layout runs ``--threads`` processes of one thread each, every one train
 as two runs share two cores; the split layout runs ``--threads`` one-thread processes, each training a population
 of S / threads agents (the seeds split over processes, as over DDP ranks). Printed: per update and per seed-update
 times, and the aggregate seed-updates per second of every layout, in fp32 and bf16-mixed, all in one sitting;
-``--json`` writes them, ``--from-json FILE --write docs/speed.md`` puts their table into the doc.
+``--mbrl`` also times mbrl-lib's SAC update in the same sitting (``benchmarks/peer_worker.py`` in the
+``benchmarks/peer.py`` venv, before and after ours) for the per-seed ratio; ``--json`` writes them,
+``--from-json FILE --write docs/speed.md`` puts their table into the doc.
 
-    python benchmarks/population_sac.py --json benchmarks/population_sac_cpu2.json
+    python benchmarks/population_sac.py --mbrl --json benchmarks/population_sac_cpu2.json
     python benchmarks/population_sac.py --from-json benchmarks/population_sac_cpu2.json --write docs/speed.md
 """
 
@@ -20,6 +22,8 @@ import multiprocessing as mp
 import platform
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -89,20 +93,36 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
+def mbrl_update_ms(python: str, data: Path, threads: int, calls: int) -> float:
+    """mbrl-lib's SAC update (ms, with its minibatch sampling) on Hopper data, from its own venv."""
+    worker = Path(__file__).with_name("peer_worker.py")
+    command = [python, str(worker), "mbrl", str(data), "--threads", str(threads), "--repeats", str(calls)]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=worker.parent.parent)
+    if out.returncode != 0:
+        raise SystemExit(f"mbrl-lib's worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["sac_update_ms"]
+
+
 def markdown(stored: dict) -> str:
     """The stored figures as a markdown table, with the aggregate rate of each layout relative to the separate
-    single-agent processes of the same precision."""
-    header = "| precision | layout | seeds | ms per seed-update | seed-updates/s | vs separate |"
-    lines = [stored["setting"], "", header, "|---|---|---|---|---|---|"]
+    single-agent processes of the same precision, and mbrl-lib's update time over each layout's time per
+    seed-update (where it was measured)."""
+    header = "| precision | layout | seeds | ms per seed-update | seed-updates/s | vs separate | mbrl-lib / ours |"
+    lines = [stored["setting"]]
+    mbrl = stored.get("mbrl_update_ms")
+    if mbrl:
+        lines.append(f"mbrl-lib 0.2.0's SAC update in the same sitting: {statistics.mean(mbrl):.2f} ms "
+                     f"(before and after ours: {', '.join(f'{m:.2f}' for m in mbrl)})")  # fmt: skip
+    lines += ["", header, "|---|---|---|---|---|---|---|"]
     rows = stored["rows"]
     separate = [row for row in rows if row["layout"].endswith("1 agent each")]
     baseline = {row["precision"]: row["seed_updates_per_s"] for row in separate}
     for row in rows:
-        per_seed = row.get("seed_update_ms", row.get("update_ms"))
-        cell = f"{per_seed:.2f}" if per_seed is not None else "—"
+        per_seed = 1000 / row["seed_updates_per_s"]  # wall ms per seed-update, all cores together
         ratio = row["seed_updates_per_s"] / baseline[row["precision"]]
-        lines.append(f"| {row['precision']} | {row['layout']} | {row['seeds']} | {cell} | "
-                     f"{row['seed_updates_per_s']:.0f} | {ratio:.2f}× |")  # fmt: skip
+        versus = f"{statistics.mean(mbrl) / per_seed:.2f}×" if mbrl else "—"
+        lines.append(f"| {row['precision']} | {row['layout']} | {row['seeds']} | {per_seed:.2f} | "
+                     f"{row['seed_updates_per_s']:.0f} | {ratio:.2f}× | {versus} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -121,6 +141,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=15, help="timed calls of G updates per figure")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--json", default=None)
+    parser.add_argument("--mbrl", action="store_true", help="also time mbrl-lib's SAC update (its own venv)")
+    parser.add_argument("--peer-python", default=None, help="a python with mbrl==0.2.0 (default: .peer-venv)")
     parser.add_argument("--from-json", type=Path, default=None, help="print (or --write) a stored run's table")
     parser.add_argument("--write", type=Path, default=None, help="replace the <!-- population-sac --> block there")
     args = parser.parse_args()
@@ -130,6 +152,14 @@ def main() -> None:
             write_block(args.write, text, "<!-- population-sac -->", "<!-- /population-sac -->")
         print(text)
         return
+    mbrl: list[float] = []
+    if args.mbrl:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import peer
+
+        python = peer.peer_python(args.peer_python)
+        data = peer.hopper_transitions(Path(tempfile.mkdtemp()) / "hopper.npz")
+        mbrl.append(mbrl_update_ms(python, data, args.threads, args.calls))
     rows = []
     for bf16 in (False, True):
         precision = "bf16-mixed" if bf16 else "32-true"
@@ -150,6 +180,8 @@ def main() -> None:
                 split = separate_processes(args.threads, bf16, args.calls, size // args.threads)
                 rows.append({"precision": precision, "layout": f"{args.threads} processes x 1 thread, population "
                              f"{size // args.threads} each", "seeds": size, "seed_updates_per_s": split})  # fmt: skip
+    if args.mbrl:
+        mbrl.append(mbrl_update_ms(python, data, args.threads, args.calls))
     header = f"{cpu_model()}, torch {torch.__version__}, {args.threads} cores, median of {args.calls} calls"
     print(header)
     print(f"{'precision':<11} {'layout':<45} {'S':>2} {'ms/update':>10} {'ms/seed-upd':>11} {'seed-upd/s':>10}")
@@ -160,7 +192,7 @@ def main() -> None:
               f"{row['seed_updates_per_s']:>10.0f}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"setting": header, "rows": rows}, handle, indent=1)
+            json.dump({"setting": header, "rows": rows, "mbrl_update_ms": mbrl}, handle, indent=1)
 
 
 if __name__ == "__main__":
