@@ -111,6 +111,7 @@ class DynamicsModule(LightningModule):
         self.lightning_hooks_every_step = lightning_hooks_every_step
         # Whether steps after the first of a call may skip Lightning: resolved from the run with the optimizers.
         self.direct_steps = False
+        self.optimizer_cache: tuple | None = None  # (trainer, this module's optimizers): see own_optimizers
         self.model = GaussianEnsemble(input_size(obs_dim, act_dim), target_size(obs_dim), ensemble_size, hidden_size,
                                        num_hidden_layers)  # fmt: skip
         self.register_buffer("elites", torch.arange(num_elites))

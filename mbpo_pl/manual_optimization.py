@@ -20,10 +20,10 @@ def own_optimizers(module: LightningModule) -> list:
     Attached to a Trainer: the Trainer's (Lightning-wrapped) optimizers whose parameters all belong to ``module``,
     so a child LightningModule composed by the root ``MBPO`` system steps only its own while the Trainer's
     strategy owns all of them (checkpointing, precision, DDP). Detached (unit tests, scripts): the module's own
-    ``configure_optimizers()``, created once.
+    ``configure_optimizers()``, created once. Found once per Trainer and kept in the module's ``optimizer_cache``.
     """
-    trainer = module._trainer
-    cache = module.__dict__.get("_own_optimizers")
+    trainer = module._trainer  # None when detached (``module.trainer`` raises then)
+    cache = getattr(module, "optimizer_cache", None)
     if cache is not None and cache[0] is trainer:
         return cache[1]
     if trainer is None:
@@ -35,7 +35,7 @@ def own_optimizers(module: LightningModule) -> list:
         if not isinstance(optimizers, list):
             optimizers = [optimizers]
         mine = [opt for opt in optimizers if all(id(p) in own for g in opt.param_groups for p in g["params"])]
-    module.__dict__["_own_optimizers"] = (trainer, mine)
+    module.optimizer_cache = (trainer, mine)
     return mine
 
 

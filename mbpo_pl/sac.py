@@ -86,6 +86,7 @@ class SACModule(LightningModule):
         self.lightning_hooks_every_step = lightning_hooks_every_step
         # Whether updates after the first of a call may skip Lightning: resolved from the run with the optimizer.
         self.direct_steps = False
+        self.optimizer_cache: tuple | None = None  # (trainer, this module's optimizers): see own_optimizers
         self.target_entropy = float(-act_dim if target_entropy is None else target_entropy)
         self.actor = TanhGaussianActor(obs_dim, act_dim, hidden_size, num_hidden_layers, seeds)
         self.critic = TwinQCritic(obs_dim, act_dim, hidden_size, num_hidden_layers, seeds)
