@@ -15,7 +15,7 @@ from torch import Tensor
 
 from mbpo_pl.model_io import apply_prediction, model_input
 from mbpo_pl.nets.ensemble import GaussianEnsemble
-from mbpo_pl.nets.sac import TanhGaussianActor
+from mbpo_pl.nets.sac import TanhGaussianActor, standard_normal
 from mbpo_pl.termination import TerminationFn
 
 
@@ -56,8 +56,10 @@ def branched_rollout(
     termination_fn: TerminationFn,
     start_obs: Tensor,
     length: int,
+    generator: torch.Generator | None = None,
 ) -> RolloutResult:
-    """Roll ``length`` steps from ``start_obs`` ``[N, O]`` through the model with the current stochastic policy.
+    """Roll ``length`` steps from ``start_obs`` ``[N, O]`` through the model with the current stochastic policy;
+    every random draw (elite assignment, model and policy noise) from ``generator`` (default: the global stream).
 
     Each sample at each step goes through one random elite (a fresh random permutation split evenly across the
     elites, so every sample's member is uniform over ``elites`` and the batch runs as one ``[n_elites, N/n_elites]``
@@ -76,16 +78,16 @@ def branched_rollout(
         if n == 0:
             break
         steps_alive.append(torch.tensor(n, device=obs.device))
-        action = actor.act(obs)
+        action = actor.act(obs, generators=generator)
         inputs = model_input(obs, action)
         per_member = -(-n // num_elites)  # ceil
-        perm = torch.randperm(n, device=obs.device)
+        perm = torch.randperm(n, device=obs.device, generator=generator)
         # Pad to num_elites * per_member rows by cycling through perm (n may be smaller than the padding itself);
         # padded rows are discarded below.
         padded = perm[torch.arange(per_member * num_elites, device=obs.device) % n]
         grouped = inputs[padded].reshape(num_elites, per_member, -1)
         mean, logvar = ensemble.forward_members(grouped, elites)
-        sample = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        sample = mean + standard_normal(mean, generator) * (0.5 * logvar).exp()
         sample = sample.reshape(num_elites * per_member, -1)[:n]
         prediction = torch.empty_like(sample)
         prediction[perm] = sample  # undo the permutation: row i is sample i's prediction

@@ -87,6 +87,9 @@ class SACModule(LightningModule):
         # Whether updates after the first of a call may skip Lightning: resolved from the run with the optimizer.
         self.direct_steps = False
         self.optimizer_cache: tuple | None = None  # (trainer, this module's optimizers): see own_optimizers
+        # A population's policy noise: one generator per seed, so a seed's draws never depend on another's (set by
+        # the caller); None: the global stream.
+        self.generators: list[torch.Generator] | None = None
         self.target_entropy = float(-act_dim if target_entropy is None else target_entropy)
         self.actor = TanhGaussianActor(obs_dim, act_dim, hidden_size, num_hidden_layers, seeds)
         self.critic = TwinQCritic(obs_dim, act_dim, hidden_size, num_hidden_layers, seeds)
@@ -132,14 +135,14 @@ class SACModule(LightningModule):
 
         # Critic: regress both Q heads onto the soft target from the target critics.
         with torch.no_grad():
-            next_action, next_log_prob = self.actor(next_obs)
+            next_action, next_log_prob = self.actor(next_obs, self.generators)
             target_q = soft_q_target(
                 reward, terminated, self.critic_target(next_obs, next_action), next_log_prob, alpha, self.gamma
             )
         q = self.critic(obs, action)
         critic_loss = 0.5 * (q - target_q.unsqueeze(-2)).square().mean(dim=-1).sum(dim=-1)
         # Actor: maximise min-Q minus the entropy cost, through frozen (detached) critic weights.
-        new_action, log_prob = self.actor(obs)
+        new_action, log_prob = self.actor(obs, self.generators)
         actor_loss = (alpha * log_prob - self.critic(obs, new_action, frozen=True).min(dim=-2).values).mean(-1)
         # Temperature.
         temperature_loss = alpha_loss(self.log_alpha, log_prob, self.target_entropy)

@@ -167,3 +167,31 @@ def test_dynamics_seeds_are_independent_bit_for_bit_and_frozen_when_they_stop():
         _fit_population(alone, [data[s]], [s])
         for name, value in alone.model.seeds[0].state_dict().items():
             torch.testing.assert_close(a.model.seeds[s].state_dict()[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_policy_noise_and_rollouts_draw_from_the_generators_given():
+    from mbpo_pl.nets.ensemble import GaussianEnsemble
+    from mbpo_pl.nets.sac import TanhGaussianActor
+    from mbpo_pl.rollout import branched_rollout
+
+    actor = TanhGaussianActor(OBS, ACT, 16, population=(3,))
+    obs = torch.randn(3, 5, OBS)
+
+    def sampled(seeds):
+        torch.manual_seed(len(seeds) * 100 + sum(seeds))  # the global stream differs every call: not used
+        return actor(obs, [torch.Generator().manual_seed(s) for s in seeds])[0]
+
+    a, b = sampled([0, 1, 2]), sampled([0, 1, 9])
+    assert torch.equal(a[:2], b[:2]) and not torch.equal(a[2], b[2])  # seed 2's stream changed, the others' not
+    ensemble = GaussianEnsemble(OBS + ACT, 1 + OBS, ensemble_size=3, hidden_size=8)
+    single = TanhGaussianActor(OBS, ACT, 16)
+
+    def rollout():
+        torch.manual_seed(int(torch.randint(1000, ())))
+        start = torch.randn(50, OBS, generator=torch.Generator().manual_seed(4))
+        return branched_rollout(ensemble, single, torch.arange(2), lambda o: o[:, 0] > 3, start, 3,
+                                torch.Generator().manual_seed(5))  # fmt: skip
+
+    first, second = rollout(), rollout()
+    for key in ("observation", "action", ("next", "observation"), ("next", "reward")):
+        assert torch.equal(first.transitions[key], second.transitions[key])

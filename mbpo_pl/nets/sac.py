@@ -33,6 +33,22 @@ def mlp(in_size: int, hidden_size: int, out_size: int, num_hidden_layers: int = 
     return nn.Sequential(*layers)
 
 
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def standard_normal(like: Tensor, generators: Generators = None) -> Tensor:
+    """``N(0, 1)`` noise shaped as ``like``: from the global stream (``None``), one generator, or ``like[i]``'s from
+    ``generators[i]`` (each leading index its own stream, so what one draws never depends on another)."""
+    if generators is None:
+        return torch.randn_like(like)
+    if isinstance(generators, torch.Generator):
+        return torch.randn(like.shape, generator=generators, dtype=like.dtype, device=like.device)
+    if len(generators) != like.shape[0]:
+        raise ValueError(f"{len(generators)} generators for {like.shape[0]} leading indices")
+    return torch.stack([torch.randn(like.shape[1:], generator=g, dtype=like.dtype, device=like.device)
+                        for g in generators])  # fmt: skip
+
+
 def tanh_log_prob_correction(pre_tanh: Tensor) -> Tensor:
     """``sum_a log(1 - tanh(u_a)^2)`` computed stably as ``2 * (log 2 - u - softplus(-2u))``; ``[..., A] -> [...]``."""
     return (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)
@@ -58,20 +74,22 @@ class TanhGaussianActor(nn.Module):
         mean, log_std = float32_output(head, h).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, obs: Tensor, generators: Generators = None) -> tuple[Tensor, Tensor]:
+        """``generators``: where the noise comes from (:func:`standard_normal`: the global stream, one generator, or
+        one per leading index of ``obs``, e.g. a population's seeds)."""
         mean, log_std = self.distribution_params(obs)
         std = log_std.exp()
-        noise = torch.randn_like(mean)
+        noise = standard_normal(mean, generators)
         pre_tanh = mean + std * noise
         # log N(u; mean, std) summed over action dims, then the change of variables a = tanh(u).
         gaussian_log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         return torch.tanh(pre_tanh), gaussian_log_prob - tanh_log_prob_correction(pre_tanh)
 
     @torch.no_grad()
-    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+    def act(self, obs: Tensor, deterministic: bool = False, generators: Generators = None) -> Tensor:
         if deterministic:
             return torch.tanh(self.distribution_params(obs)[0])
-        return self(obs)[0]
+        return self(obs, generators)[0]
 
 
 class TwinQCritic(nn.Module):
