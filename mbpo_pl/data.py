@@ -85,8 +85,8 @@ class MBPODataModule(LightningDataModule):
         super().__init__()
         if model_train_freq is not None:  # a config written for an older mbpo_pl
             raise ConfigError(
-                "data.model_train_freq is now loop.model_train_freq (the loop: section holds MBPO's whole schedule): "
-                "move the line under loop: in the config (or pass --loop.model_train_freq)."
+                "data.model_train_freq belongs to the loop: section (loop.model_train_freq, beside the rest of MBPO's "
+                "schedule): move the line under loop: in the config (or pass --loop.model_train_freq)."
             )
         if not 0.0 <= real_ratio <= 1.0:
             raise ConfigError(f"data.real_ratio={real_ratio} must be in [0, 1] (the paper uses 0.05).")

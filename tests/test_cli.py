@@ -194,6 +194,7 @@ def test_plot_and_report_commands(logdir, tmp_path, capsys):
         (["--data.real_buffer_size", "16"], "real_buffer_size=16 is smaller than one batch"),
         (["--loop.init_random_steps", "5"], "Raise init_random_steps to at least 8"),
         (["--loop.rollout_batch_size", "10"], "rollout_batch_size=10 model transitions"),
+        (["--data.model_train_freq", "50"], "data.model_train_freq belongs to the loop: section"),
         (["--model.sac.cuda_graphs", "true"], "model.sac.cuda_graphs=true needs a CUDA device, but this run trains"),
     ],
 )
