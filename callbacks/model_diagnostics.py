@@ -36,6 +36,7 @@ from mbpo_pl.diagnostics import (
 )
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.errors import require_positive
+from mbpo_pl.replay import latest
 from mbpo_pl.run_state import RunState
 
 
@@ -105,7 +106,7 @@ class ModelDiagnostics(Callback):
         self, data: MBPODataModule, dynamics: DynamicsModule, rollout_length: int, horizon: int
     ) -> dict[str, float]:
         """The compounding-error metrics of ``dynamics`` on the real transitions added since its last training."""
-        recent = data.latest(data.real_buffer, min(len(data.real_buffer), data.run.schedule.model_train_freq))
+        recent = latest(data.real_buffer, min(len(data.real_buffer), data.run.schedule.model_train_freq))
         recent = recent.to(dynamics.elites.device)
         obs, next_obs = recent["observation"], recent["next", "observation"]
         done = recent["next", "done"].reshape(-1)

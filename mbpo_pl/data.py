@@ -14,7 +14,6 @@ when the loop asks for it, after the env step that precedes it has been pushed i
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -24,12 +23,12 @@ from lightning.pytorch import LightningDataModule
 from tensordict import TensorDict
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
-from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
+from torchrl.data import TensorDictReplayBuffer
 
 from mbpo_pl.buffer_checkpoints import BufferCheckpoints, checkpoint_token
-from mbpo_pl.buffers import make_replay_buffer
 from mbpo_pl.envs import EnvSpec
 from mbpo_pl.errors import ConfigError, require_positive
+from mbpo_pl.replay import SeedReplay
 from mbpo_pl.run_state import RunState
 
 
@@ -105,9 +104,7 @@ class MBPODataModule(LightningDataModule):
         self.buffer_storage = buffer_storage
         self.buffer_dir = Path(buffer_dir) if buffer_dir is not None else None
         self.num_real = int(batch_size * real_ratio)
-        self.real_buffer: TensorDictReplayBuffer | None = None
-        self.model_buffer: TensorDictReplayBuffer | None = None
-        self._generators: dict[str, torch.Generator] = {}
+        self.replay: SeedReplay | None = None  # the buffers, made in setup()
         self._checkpoints = BufferCheckpoints(buffer_storage, self._dump_root)
         self.run = RunState()  # the run's device, rank and seed: the module's RunState from setup() on
 
@@ -128,8 +125,16 @@ class MBPODataModule(LightningDataModule):
     def act_dim(self) -> int:
         return self.env_spec.act_dim
 
+    @property
+    def real_buffer(self) -> TensorDictReplayBuffer | None:
+        return None if self.replay is None else self.replay.real
+
+    @property
+    def model_buffer(self) -> TensorDictReplayBuffer | None:
+        return None if self.replay is None else self.replay.model
+
     def setup(self, stage: str) -> None:
-        if self.real_buffer is not None:
+        if self.replay is not None:
             return
         if self.trainer is not None:
             self.run = self.trainer.lightning_module.run
@@ -138,9 +143,9 @@ class MBPODataModule(LightningDataModule):
         if self.buffer_dir is None and self.buffer_storage == "memmap":
             run_dir = self.trainer.log_dir if self.trainer is not None else None  # the same on every rank
             self.buffer_dir = Path(run_dir or ".") / "buffers"
-        self.real_buffer, self._generators["real"] = make_replay_buffer(
-            self.real_buffer_size, self._device, self.run.rank_seed(0), self._memmap_dir("real")
-        )
+        live = None if self.buffer_storage != "memmap" else self.buffer_dir / f"rank{self.run.rank}" / "live"
+        # rank_seed(0) for the real buffer, rank_seed(1) = rank_seed(0) + 1 for the model buffer
+        self.replay = SeedReplay(self.real_buffer_size, self._device, self.run.rank_seed(0), live)
 
     @property
     def _device(self) -> torch.device:
@@ -151,15 +156,15 @@ class MBPODataModule(LightningDataModule):
         return self.run.seed
 
     def add_real(self, transitions: TensorDict) -> None:
-        self.real_buffer.extend(transitions.to(self._device))
+        self.replay.add_real(transitions)
 
     def real_transitions(self) -> TensorDict:
         """Every stored real transition ``[N]``, in storage order (what the dynamics model trains on)."""
-        return self.real_buffer.storage[torch.arange(len(self.real_buffer), device=self.real_buffer.storage.device)]
+        return self.replay.real_transitions()
 
     def sample_start_states(self, count: int) -> Tensor:
         """``count`` real observations ``[count, O]`` drawn uniformly (with replacement) as rollout start states."""
-        return self.real_buffer.sample(count)["observation"]
+        return self.replay.sample_start_states(count)
 
     def size_model_buffer(self, rollout_length: int) -> None:
         """Size the model buffer for rollouts of ``rollout_length`` steps as the run's schedule says
@@ -168,53 +173,17 @@ class MBPODataModule(LightningDataModule):
 
     def resize_model_buffer(self, capacity: int) -> None:
         """(Re)allocate the model buffer with ``capacity``, keeping the most recent transitions that fit."""
-        if capacity < 1:
-            raise ValueError(f"model buffer capacity must be >= 1, got {capacity}")
-        old = self.model_buffer
-        if old is not None and old.storage.max_size == capacity:
-            return
-        self.model_buffer, self._generators["model"] = make_replay_buffer(
-            capacity, self._device, self.run.rank_seed(1), self._memmap_dir(f"model-{capacity}")
-        )
-        if old is not None and len(old) > 0:
-            self.model_buffer.extend(self.latest(old, min(len(old), capacity)))
-        if old is not None and isinstance(old.storage, LazyMemmapStorage):
-            shutil.rmtree(old.storage.scratch_dir, ignore_errors=True)
-
-    def _memmap_dir(self, name: str) -> Path | None:
-        if self.buffer_storage != "memmap":
-            return None
-        return self.buffer_dir / f"rank{self.run.rank}" / "live" / name
-
-    @staticmethod
-    def latest(buffer: TensorDictReplayBuffer, count: int) -> TensorDict:
-        """The ``count`` most recently written transitions of a round-robin buffer, oldest first."""
-        size, capacity = len(buffer), buffer.storage.max_size
-        cursor = buffer.write_count % capacity if size == capacity else size
-        index = (torch.arange(cursor - count, cursor) % size).to(buffer.storage.device)
-        return buffer.storage[index]
+        self.replay.resize_model(capacity)
 
     def add_model(self, transitions: TensorDict) -> None:
-        if self.model_buffer is None:
-            raise RuntimeError("resize_model_buffer() must be called before model transitions are added")
-        if transitions.shape[0] > 0:
-            self.model_buffer.extend(transitions)
+        self.replay.add_model(transitions)
 
     def sample_sac_batches(self) -> TensorDict:
         """``[G, batch_size]`` minibatches; in each, the first ``num_real`` rows are real, the rest model data.
 
         Before the first rollout has produced data (or with ``real_ratio == 1``) every row is real.
         """
-        num_batches, batch_size = self.updates_per_step, self.batch_size
-        num_real = self.num_real
-        if self.model_buffer is None or len(self.model_buffer) == 0:
-            num_real = batch_size
-        real = self.real_buffer.sample(num_batches * num_real).reshape(num_batches, num_real)
-        if num_real == batch_size:
-            return real.exclude("index").to(self._device)
-        num_model = batch_size - num_real
-        model = self.model_buffer.sample(num_batches * num_model).reshape(num_batches, num_model)
-        return torch.cat([real.exclude("index"), model.exclude("index")], dim=1).to(self._device)
+        return self.replay.sample_batches(self.updates_per_step, self.batch_size, self.num_real)
 
     def train_dataloader(self) -> DataLoader:
         # A private generator: creating the loader's iterator then draws no number from the global torch RNG,
@@ -233,19 +202,25 @@ class MBPODataModule(LightningDataModule):
         Under DDP the checkpoint file is written by rank 0 and, with in-memory buffers, holds rank 0's buffers. The
         env the buffers come from is checked by ``MBPO.on_load_checkpoint``, before anything is loaded.
         """
-        token = checkpoint_token(self.real_buffer, self.model_buffer)
+        replay = self.replay
+        token = checkpoint_token(replay.real, replay.model)
         state = {"seed": self.seed, "buffer_storage": self.buffer_storage}
-        for name, buffer in (("real", self.real_buffer), ("model", self.model_buffer)):
-            if buffer is not None:
-                state[name] = self._checkpoints.save(name, buffer, self._generators[name], token)
+        state["real"] = self._checkpoints.save("real", replay.real, replay.real_generator, token)
+        if replay.model is not None:
+            state["model"] = self._checkpoints.save("model", replay.model, replay.model_generator, token)
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        if self.replay is None:  # loaded outside a Trainer's set-up (scripts, tests)
+            self.setup("fit")
         self.run.seed = state["seed"]  # the run seed the buffers were made with (model buffers are remade)
-        for name in ("real", "model"):
-            if name in state:
-                label = name if name == "real" else f"model-{state[name].get('capacity')}"
-                buffer, self._generators[name] = self._checkpoints.load(
-                    name, state[name], self._device, self._memmap_dir(label)
-                )
-                setattr(self, f"{name}_buffer", buffer)
+        replay = self.replay
+        replay.seed = self.run.rank_seed(0)
+        replay.real, replay.real_generator = self._checkpoints.load(
+            "real", state["real"], self._device, replay.memmap_root and replay.memmap_root / "real"
+        )
+        if "model" in state:
+            label = f"model-{state['model'].get('capacity')}"
+            replay.model, replay.model_generator = self._checkpoints.load(
+                "model", state["model"], self._device, replay.memmap_root and replay.memmap_root / label
+            )

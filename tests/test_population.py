@@ -195,3 +195,36 @@ def test_policy_noise_and_rollouts_draw_from_the_generators_given():
     first, second = rollout(), rollout()
     for key in ("observation", "action", ("next", "observation"), ("next", "reward")):
         assert torch.equal(first.transitions[key], second.transitions[key])
+
+
+# ---------------------------------------------------------------- replay buffers
+
+
+def _real(seed: int, n: int) -> TensorDict:
+    from mbpo_pl.rollout import make_transitions
+
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(n, OBS, generator=g)
+    flags = torch.zeros(n, dtype=torch.bool)
+    return make_transitions(obs, torch.rand(n, ACT, generator=g), torch.randn(n, generator=g), obs + 1, flags, flags)
+
+
+def test_population_replay_gives_each_seed_its_own_buffers_and_draws():
+    from mbpo_pl.replay import PopulationReplay
+
+    def filled(data_seeds):
+        replay = PopulationReplay(500, torch.device("cpu"), seeds=[0, 1, 2])
+        replay.add_real(torch.stack([_real(s, 200) for s in data_seeds]))
+        for seed_replay, s in zip(replay.seeds, data_seeds):
+            seed_replay.resize_model(300)
+            seed_replay.add_model(_real(100 + s, 100 + 50 * s))  # every seed its own amount of model data
+        return replay
+
+    a, b = filled([0, 1, 2]), filled([0, 1, 7])  # seed 2 holds other data
+    assert a.real_transitions().shape == (3, 200)
+    batches_a, batches_b = a.sample_batches(4, 32, 8), b.sample_batches(4, 32, 8)
+    assert batches_a.shape == (4, 3, 32)
+    assert torch.equal(batches_a["observation"][:, :2], batches_b["observation"][:, :2])
+    assert not torch.equal(batches_a["observation"][:, 2], batches_b["observation"][:, 2])
+    starts = a.sample_start_states(10)
+    assert starts.shape == (3, 10, OBS)
