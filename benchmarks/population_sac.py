@@ -126,13 +126,12 @@ def markdown(stored: dict) -> str:
     return "\n".join(lines)
 
 
-def write_block(target: Path, text: str, begin: str, end: str) -> None:
-    """Replace the block between ``begin`` and ``end`` in ``target`` with ``text``."""
-    content = target.read_text()
-    if begin not in content or end not in content:
-        raise SystemExit(f"{target}: no {begin} ... {end} block to replace")
-    before, rest = content.split(begin, 1)
-    target.write_text(f"{before}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+def _peer():  # noqa: ANN202 (the module)
+    """benchmarks/peer.py: mbrl-lib's venv and data, and the doc-block writer."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import peer
+
+    return peer
 
 
 def main() -> None:
@@ -149,14 +148,12 @@ def main() -> None:
     if args.from_json is not None:
         text = markdown(json.loads(args.from_json.read_text()))
         if args.write is not None:
-            write_block(args.write, text, "<!-- population-sac -->", "<!-- /population-sac -->")
+            _peer().write_block(args.write, text, "<!-- population-sac -->", "<!-- /population-sac -->")
         print(text)
         return
     mbrl: list[float] = []
     if args.mbrl:
-        sys.path.insert(0, str(Path(__file__).parent))
-        import peer
-
+        peer = _peer()
         python = peer.peer_python(args.peer_python)
         data = peer.hopper_transitions(Path(tempfile.mkdtemp()) / "hopper.npz")
         mbrl.append(mbrl_update_ms(python, data, args.threads, args.calls))
