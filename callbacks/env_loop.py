@@ -112,12 +112,10 @@ class MBPOLoop(Callback):
                 f"loop.use_model=false trains SAC on real data only, but data.real_ratio={data.real_ratio} asks for "
                 "model data in every batch: set --data.real_ratio 1.0 (conf/sac.yaml does)."
             )
-        self.run = pl_module.run
-        self.run.total_env_steps, self.run.use_model, self.run.schedule = (
-            self.total_env_steps,
-            self.use_model,
-            self.schedule,
-        )
+        self.run = pl_module.run  # the run's facts, shared with every callback: this loop's settings go in
+        self.run.total_env_steps = self.total_env_steps
+        self.run.use_model = self.use_model
+        self.run.schedule = self.schedule
         self.runner = RealEnvRunner(data.env_spec.make(), self.run.rank_seed())
         dynamics = pl_module.dynamics
         learned = dynamics.predict_termination if dynamics.learn_termination else None
