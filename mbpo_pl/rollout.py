@@ -15,7 +15,8 @@ from torch import Tensor
 
 from mbpo_pl.model_io import apply_prediction, model_input
 from mbpo_pl.nets.ensemble import GaussianEnsemble
-from mbpo_pl.nets.sac import TanhGaussianActor, standard_normal
+from mbpo_pl.nets.population import EnsemblePopulation
+from mbpo_pl.nets.sac import TanhGaussianActor, seed_actor, standard_normal
 from mbpo_pl.termination import TerminationFn
 
 
@@ -103,3 +104,18 @@ def branched_rollout(
         steps_alive=torch.stack(steps_alive),
         dropped_nonfinite=dropped,
     )
+
+
+def population_rollouts(
+    ensembles: EnsemblePopulation, actor: TanhGaussianActor, elites: Tensor, termination_fn: TerminationFn,
+    start_obs: Tensor, length: int, generators: list[torch.Generator],
+) -> list[RolloutResult]:  # fmt: skip
+    """Every seed's :func:`branched_rollout` from its ``start_obs[s] [N, O]``, through its own ensemble, elites
+    (``elites [S, K]``) and policy (``actor`` with a leading seed dimension), drawing from ``generators[s]``: each
+    seed's rollouts exactly as if the other seeds were not there."""
+    return [
+        branched_rollout(
+            ensembles.seeds[s], seed_actor(actor, s), elites[s], termination_fn, start_obs[s], length, generators[s]
+        )  # fmt: skip
+        for s in range(len(ensembles.seeds))
+    ]

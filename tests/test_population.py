@@ -228,3 +228,39 @@ def test_population_replay_gives_each_seed_its_own_buffers_and_draws():
     assert not torch.equal(batches_a["observation"][:, 2], batches_b["observation"][:, 2])
     starts = a.sample_start_states(10)
     assert starts.shape == (3, 10, OBS)
+
+
+def test_population_rollouts_run_each_seed_through_its_own_model_and_policy():
+    from mbpo_pl.nets.population import EnsemblePopulation
+    from mbpo_pl.nets.sac import TanhGaussianActor
+    from mbpo_pl.rollout import branched_rollout, population_rollouts
+
+    torch.manual_seed(0)
+    ensembles = EnsemblePopulation(3, OBS + ACT, 1 + OBS, ensemble_size=3, hidden_size=8)
+    actor = TanhGaussianActor(OBS, ACT, 16, population=(3,))
+    elites = torch.tensor([[0, 1], [2, 0], [1, 2]])
+    start = torch.randn(3, 40, OBS)
+
+    def done(next_obs):
+        return next_obs[..., 0].abs() > 2
+
+    def rollouts(seed_two_start):
+        starts = start.clone()
+        starts[2] = seed_two_start
+        return population_rollouts(ensembles, actor, elites, done, starts, 4,
+                                   [torch.Generator().manual_seed(s) for s in range(3)])  # fmt: skip
+
+    a, b = rollouts(start[2]), rollouts(torch.randn(40, OBS) * 3)  # seed 2 starts elsewhere
+    for s in (0, 1):
+        for key in ("observation", "action", ("next", "observation"), ("next", "reward")):
+            assert torch.equal(a[s].transitions[key], b[s].transitions[key])
+    # seed 1 as a single ensemble and a single actor holding its weights
+    single_actor = TanhGaussianActor(OBS, ACT, 16)
+    with torch.no_grad():
+        for linear, batched in zip(single_actor.net[::2], actor.net[::2]):
+            linear.weight.copy_(batched.weight[1].T)
+            linear.bias.copy_(batched.bias[1, 0])
+    alone = branched_rollout(ensembles.seeds[1], single_actor, elites[1], done, start[1], 4,
+                             torch.Generator().manual_seed(1))  # fmt: skip
+    assert alone.steps_alive.tolist() == a[1].steps_alive.tolist()
+    torch.testing.assert_close(alone.transitions["next", "observation"], a[1].transitions["next", "observation"])

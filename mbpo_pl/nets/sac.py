@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mbpo_pl.nets.ensemble import EnsembleLinear, float32_output
+from mbpo_pl.nets.ensemble import EnsembleLinear, batched_affine, float32_output
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the usual SAC bounds (Haarnoja et al. 2018, softlearning)
 
@@ -115,3 +115,24 @@ class TwinQCritic(nn.Module):
         for layer in hidden:
             h = F.relu(layer(h, frozen))
         return float32_output(last, h, frozen).squeeze(-1)  # Q values keep float32's resolution under bf16
+
+
+class SeedSlice(nn.Module):
+    """One seed's map of a layer with a leading seed dimension (``weight [S, in, out]``): ``x [..., B, in] ->
+    [..., B, out]`` through ``weight[seed]``, the layer's own tensors (no copy)."""
+
+    def __init__(self, layer: EnsembleLinear, seed: int) -> None:
+        super().__init__()
+        self.layer, self.seed = layer, seed
+
+    def forward(self, x: Tensor) -> Tensor:
+        return batched_affine(x, self.layer.weight[self.seed], self.layer.bias[self.seed])
+
+
+def seed_actor(actor: TanhGaussianActor, seed: int) -> TanhGaussianActor:
+    """Seed ``seed`` of a population's actor as an actor of its own (``obs [..., O]``), computing with the
+    population's weights: for one seed's rollouts, whose batch sizes differ from the other seeds'."""
+    view = TanhGaussianActor.__new__(TanhGaussianActor)
+    nn.Module.__init__(view)
+    view.net = nn.Sequential(*(SeedSlice(m, seed) if isinstance(m, EnsembleLinear) else m for m in actor.net))
+    return view
