@@ -68,3 +68,4 @@ class BestMembers:
         """Every member back to its best snapshot."""
         for best, param in zip(self.best, self.params):
             param.copy_(best)
+        torch.clear_autocast_cache()  # the weights changed in place (mbpo_pl.manual_optimization.weights_changed)

@@ -100,11 +100,20 @@ def optimizer_step(module: LightningModule, optimizer, loss: Tensor, through_lig
         loss.backward()
         _drop_grads(skip)
         (optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer).step()
-        return
-    backward(module, loss)
-    _drop_grads(skip)
-    average_gradients(module, optimizer)
-    optimizer.step()
+    else:
+        backward(module, loss)
+        _drop_grads(skip)
+        average_gradients(module, optimizer)
+        optimizer.step()
+    weights_changed()
+
+
+def weights_changed() -> None:
+    """Call after changing weights in place. Inside one autocast region (a training step's G SAC updates, a
+    model-training call under ``bf16-mixed``) torch reuses the low-precision copy of a weight it made at the weight's
+    first use in the region; without this, every later forward in the region would read the weights as they were
+    then, not as updated."""
+    torch.clear_autocast_cache()
 
 
 def _drop_grads(params: Iterable[Tensor]) -> None:

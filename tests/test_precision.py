@@ -75,3 +75,59 @@ def test_hidden_layers_still_run_in_bf16():
     with _bf16():
         critic(torch.randn(8, 4), torch.rand(8, 1))
     assert seen == [torch.bfloat16]
+
+
+def _learnable(n: int = 3000):
+    from mbpo_pl.dynamics import DynamicsModule
+
+    g = torch.Generator().manual_seed(0)
+    obs, action = torch.randn(n, 5, generator=g), torch.rand(n, 2, generator=g) * 2 - 1
+    next_obs = obs + 0.3 * torch.tanh(obs @ torch.ones(5, 5)) + 0.2 * action[:, :1]
+    return DynamicsModule.make_dataset(obs, action, obs[:, 0] - action.square().sum(-1), next_obs)
+
+
+def test_model_training_in_one_autocast_region_sees_its_own_updates():
+    """A whole training call runs in one bf16 autocast region, where torch caches each weight's bf16 copy: every
+    update must drop that cache, or all later forwards (and the early stopping) read the first step's weights."""
+    from mbpo_pl.dynamics import DynamicsModule
+
+    inputs, targets = _learnable()
+    fits = {}
+    for name, region in (("fp32", torch.autocast("cpu", enabled=False)),
+                         ("bf16", torch.autocast("cpu", dtype=torch.bfloat16))):  # fmt: skip
+        torch.manual_seed(0)
+        module = DynamicsModule(5, 2, hidden_size=64, patience=5)
+        with region:
+            fits[name] = module.fit_ensemble(inputs, targets)
+    assert int(fits["bf16"]["epochs"]) == int(fits["fp32"]["epochs"])  # 159 against 10 with stale weights
+    torch.testing.assert_close(fits["bf16"]["holdout_mse"], fits["fp32"]["holdout_mse"], rtol=0.02, atol=1e-3)
+
+
+def test_sac_updates_in_one_autocast_region_see_each_others_updates():
+    """The G SAC updates of an env step run in one autocast region (Lightning's training step): each must use the
+    weights the one before left, as G updates in regions of their own do."""
+    from tensordict import TensorDict
+
+    from mbpo_pl.sac import SACModule
+
+    g = torch.Generator().manual_seed(0)
+    flags = torch.rand(4, 32, 1, generator=g) < 0.1
+    batches = TensorDict({
+        "observation": torch.randn(4, 32, 3, generator=g), "action": torch.rand(4, 32, 2, generator=g) * 2 - 1,
+        "next": {"observation": torch.randn(4, 32, 3, generator=g), "reward": torch.randn(4, 32, 1, generator=g),
+                 "terminated": flags},
+    }, batch_size=[4, 32])  # fmt: skip
+    results = []
+    for one_region in (True, False):
+        torch.manual_seed(0)
+        sac = SACModule(3, 2, hidden_size=16, target_entropy=-1.0)
+        if one_region:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                sac.update_many(batches)
+        else:
+            for batch in batches.unbind(0):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    sac.update(batch)
+        results.append(sac.state_dict())
+    for name, value in results[0].items():
+        assert torch.equal(value, results[1][name]), name
