@@ -29,6 +29,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from tensordict import TensorDict
 
 OBS, ACT, HIDDEN, BATCH, G = 11, 3, 256, 256, 20
@@ -51,7 +52,8 @@ def time_updates(population: int | None, bf16: bool, calls: int, threads: int) -
     torch.manual_seed(0)
     sac = SACModule(OBS, ACT, hidden_size=HIDDEN, target_entropy=-1.0, population=population)
     batches = _batches(population)
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    # bf16 as training runs it: Lightning's plugin (autocast without its cast cache)
+    context = MixedPrecision("bf16-mixed", "cpu").forward_context() if bf16 else nullcontext()
     times = []
     for i in range(calls + 2):
         start = time.perf_counter()

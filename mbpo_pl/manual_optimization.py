@@ -109,10 +109,11 @@ def optimizer_step(module: LightningModule, optimizer, loss: Tensor, through_lig
 
 
 def weights_changed() -> None:
-    """Call after changing weights in place. Inside one autocast region (a training step's G SAC updates, a
-    model-training call under ``bf16-mixed``) torch reuses the low-precision copy of a weight it made at the weight's
-    first use in the region; without this, every later forward in the region would read the weights as they were
-    then, not as updated."""
+    """Call after changing weights in place. Inside one ``torch.autocast`` region with its cast cache on (torch's
+    default; Lightning's precision plugins, which training runs under, turn it off) torch reuses the low-precision
+    copy of a weight made at the weight's first use in the region: without this, a caller running several updates
+    in one such region (G SAC updates, a model-training call) would have every later forward read the weights as
+    they were at the first."""
     torch.clear_autocast_cache()
 
 

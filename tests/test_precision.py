@@ -87,8 +87,9 @@ def _learnable(n: int = 3000):
 
 
 def test_model_training_in_one_autocast_region_sees_its_own_updates():
-    """A whole training call runs in one bf16 autocast region, where torch caches each weight's bf16 copy: every
-    update must drop that cache, or all later forwards (and the early stopping) read the first step's weights."""
+    """A whole training call in one bf16 autocast region with torch's cast cache on (its default; Lightning's plugins
+    turn it off): every update must drop that cache, or all later forwards (and the early stopping) read the first
+    step's weights."""
     from mbpo_pl.dynamics import DynamicsModule
 
     inputs, targets = _learnable()
@@ -104,8 +105,8 @@ def test_model_training_in_one_autocast_region_sees_its_own_updates():
 
 
 def test_sac_updates_in_one_autocast_region_see_each_others_updates():
-    """The G SAC updates of an env step run in one autocast region (Lightning's training step): each must use the
-    weights the one before left, as G updates in regions of their own do."""
+    """The G SAC updates of an env step in one autocast region with torch's cast cache on: each must use the weights
+    the one before left, as G updates in regions of their own do."""
     from tensordict import TensorDict
 
     from mbpo_pl.sac import SACModule
