@@ -27,6 +27,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from queue import Empty
 
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
@@ -52,12 +53,12 @@ def time_updates(population: int | None, bf16: bool, calls: int, threads: int) -
     torch.manual_seed(0)
     sac = SACModule(OBS, ACT, hidden_size=HIDDEN, target_entropy=-1.0, population=population)
     batches = _batches(population)
-    # bf16 as training runs it: Lightning's plugin (autocast without its cast cache)
-    context = MixedPrecision("bf16-mixed", "cpu").forward_context() if bf16 else nullcontext()
+    # bf16 as training runs it: Lightning's plugin (autocast without its cast cache), one region per call
+    region = MixedPrecision("bf16-mixed", "cpu").forward_context if bf16 else nullcontext
     times = []
     for i in range(calls + 2):
         start = time.perf_counter()
-        with context:
+        with region():
             sac.update_many(batches)
         if i >= 2:
             times.append(time.perf_counter() - start)
@@ -81,7 +82,14 @@ def separate_processes(processes: int, bf16: bool, calls: int, population: int |
     workers = [context.Process(target=_worker, args=(job,)) for _ in range(processes)]
     for worker in workers:
         worker.start()
-    seconds = [queue.get() for _ in workers]
+    seconds = []
+    while len(seconds) < len(workers):
+        try:
+            seconds.append(queue.get(timeout=10))
+        except Empty:
+            failed = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            if failed:
+                raise SystemExit(f"a benchmark process failed (exit codes {failed})") from None
     for worker in workers:
         worker.join()
     return sum(G * (population or 1) / s for s in seconds)
