@@ -2,7 +2,7 @@
 
 The root module holds it (``MBPO.run``) and builds it from the Trainer the first time a part asks: the DataModule
 (device, per-rank buffer seeds), the env loop (which advances the counters), the evaluation, the diagnostics, the
-progress bar and the CLI all read it there instead of finding each other in the callback list.
+progress bar and the CLI all read it there; no callback looks for another in the callback list.
 """
 
 from __future__ import annotations
