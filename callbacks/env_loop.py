@@ -30,10 +30,18 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.model_data import check_batches_fit, model_data_metrics, refill_model_buffer, train_dynamics
+from callbacks.model_data import (
+    check_batches_fit,
+    model_data_metrics,
+    population_model_data_metrics,
+    refill_model_buffer,
+    refill_population_model_buffers,
+    train_dynamics,
+)
 from callbacks.real_env import RealEnvRunner
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError, NonFiniteError, require_positive
+from mbpo_pl.population import check_population_fits
 from mbpo_pl.rng import global_rng_state, set_global_rng_state
 from mbpo_pl.run_state import RunState
 from mbpo_pl.schedule import MBPOSchedule
@@ -81,7 +89,7 @@ class MBPOLoop(Callback):
         self.use_model = use_model
         # The run's counters, ranks and clock: the module's RunState from setup() on (checkpointed here).
         self.run = RunState()
-        self.runner: RealEnvRunner | None = None  # the real env, built in setup()
+        self.runners: list[RealEnvRunner] = []  # the real env (a population: one per seed), built in setup()
         self.termination_fn: TerminationFn | None = None  # what stops model rollouts, chosen in setup()
         self._pending_restore: dict[str, Any] | None = None
 
@@ -116,25 +124,44 @@ class MBPOLoop(Callback):
         self.run.total_env_steps = self.total_env_steps
         self.run.use_model = self.use_model
         self.run.schedule = self.schedule
-        self.runner = RealEnvRunner(data.env_spec.make(), self.run.rank_seed())
+        self.runners = [RealEnvRunner(data.env_spec.make(), seed) for seed in self.run.seed_streams()]
         dynamics = pl_module.dynamics
         learned = dynamics.predict_termination if dynamics.learn_termination else None
         self.termination_fn = data.env_spec.termination_fn(learned)
         check_batches_fit(data, self.schedule, self.run.world_size)
+        if self.run.seeds is not None:
+            if self.run.world_size > 1:
+                raise ConfigError("--seeds: a population trains in one process on one device; leave "
+                                  "--trainer.devices at 1 (run one population per device to use several).")  # fmt: skip
+            longest = max(self.schedule.rollout_length(0), self.schedule.rollout_length(self.total_env_steps))
+            model_buffer_size = self.schedule.model_buffer_capacity(longest) if self.use_model else 0
+            memmap_dir = data.buffer_dir if data.buffer_storage == "memmap" else None
+            check_population_fits(len(self.run.seeds), data.obs_dim, data.act_dim, data.real_buffer_size,
+                                  model_buffer_size, self.run.device, memmap_dir)  # fmt: skip
         self.run.clock.watch()  # leaves SIGTSTP pauses out of the timings; undone in teardown()
+
+    @property
+    def runner(self) -> RealEnvRunner | None:
+        """The real env (a population's: its first seed's)."""
+        return self.runners[0] if self.runners else None
 
     @property
     def episodes(self) -> int:
         return self.runner.episodes if self.runner is not None else 0
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.runner is not None:
-            self.runner.close()
+        for runner in self.runners:
+            runner.close()
         self.run.clock.stop_watching()
 
     # ------------------------------------------------------------------ env
     def _env_step(self, trainer: Trainer, pl_module: MBPO, random: bool) -> None:
-        """One real step (uniform-random action, or the current stochastic policy) into the real buffer."""
+        """One real step (uniform-random action, or the current stochastic policy) into the real buffer; in a
+        population every seed steps its own env, the actions of all seeds from one batched policy call, each seed's
+        noise from its own generator."""
+        if pl_module.seeds is not None:
+            self._population_env_step(trainer, pl_module, random)
+            return
         transition, ended = self.runner.step(None if random else pl_module.sac.actor.act, pl_module.device)
         trainer.datamodule.add_real(transition)
         self.run.env_steps += self.run.world_size  # global count: every rank takes one step at the same time
@@ -143,21 +170,42 @@ class MBPOLoop(Callback):
                 {"train/episode_return": ended["return"], "train/episode_length": ended["length"]}, self.env_steps
             )
 
+    def _population_env_step(self, trainer: Trainer, pl_module: MBPO, random: bool) -> None:
+        device = pl_module.device
+        obs = torch.stack([runner.observation(device) for runner in self.runners])  # [S, O]
+        if random:
+            actions = torch.stack([runner.random_action(device) for runner in self.runners])
+        else:
+            actions = pl_module.sac.actor.act(obs.unsqueeze(1), generators=pl_module.generators).squeeze(1)
+        steps = [runner.advance(o, a) for runner, o, a in zip(self.runners, obs, actions)]
+        trainer.datamodule.add_real(torch.stack([transition for transition, _ in steps]))  # [S, 1]
+        self.run.env_steps += self.run.world_size
+        for index, (_, ended) in enumerate(steps):
+            if ended is not None:
+                pl_module.log_seed_metrics(
+                    index, {"train/episode_return": ended["return"], "train/episode_length": ended["length"]},
+                    self.env_steps,
+                )  # fmt: skip
+
     # ------------------------------------------------------------------ model
     def _refresh_model_data(self, trainer: Trainer, pl_module: MBPO) -> None:
         """Train the ensemble on all real data, then replace the model data with fresh k-step rollouts."""
         data: MBPODataModule = trainer.datamodule
         # The Trainer's precision (e.g. `--trainer.precision bf16-mixed`) covers model training and rollouts too,
         # not only the SAC updates in `training_step`.
-        run = self.run
+        run, dynamics, actor, generators = self.run, pl_module.dynamics, pl_module.sac.actor, pl_module.generators
         with run.clock.timed("model_train"), trainer.precision_plugin.forward_context():
-            stats = train_dynamics(pl_module.dynamics, data)
+            stats = train_dynamics(dynamics, data, generators)
         run.model_trainings += 1
         run.rollout_length = self.schedule.rollout_length(run.env_steps)
         with run.clock.timed("rollout"), trainer.precision_plugin.forward_context():
-            result = refill_model_buffer(data, pl_module.dynamics, pl_module.sac.actor, self.termination_fn,
-                                         run.rollout_length)  # fmt: skip
-        metrics = model_data_metrics(stats, pl_module.dynamics.elites, result, data, run.rollout_length)
+            if generators is None:
+                result = refill_model_buffer(data, dynamics, actor, self.termination_fn, run.rollout_length)
+                metrics = model_data_metrics(stats, dynamics.elites, result, data, run.rollout_length)
+            else:
+                results = refill_population_model_buffers(data, dynamics, actor, self.termination_fn,
+                                                           run.rollout_length, generators)  # fmt: skip
+                metrics = population_model_data_metrics(stats, dynamics.elites, results, data, run.rollout_length)
         pl_module.log_metrics(metrics, self.env_steps)
 
     # ------------------------------------------------------------------ hooks
@@ -202,9 +250,10 @@ class MBPOLoop(Callback):
             "model_trainings": self.run.model_trainings,
             "rollout_length": self.run.rollout_length,
             "world_size": self.run.world_size,
-            **self.runner.state_dict(),
+            **(self.runner.state_dict() if len(self.runners) == 1 and self.run.seeds is None else
+               {"runners": [runner.state_dict() for runner in self.runners]}),
             **global_rng_state(),
-        }
+        }  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Loaded after setup(): self.run is the module's RunState.
@@ -234,7 +283,11 @@ class MBPOLoop(Callback):
         # Restored here, after the Trainer's own set-up, so nothing draws from these streams in between. The
         # checkpoint holds rank 0's streams and buffers only: other ranks continue from rank 0's data with their own
         # env episode restarted (and their own stream, below).
-        self.runner.load_state_dict(pending, continue_episode=trainer.global_rank == 0)
+        if "runners" in pending:  # a population: each seed's env
+            for runner, state in zip(self.runners, pending["runners"], strict=True):
+                runner.load_state_dict(state)
+        else:
+            self.runner.load_state_dict(pending, continue_episode=trainer.global_rank == 0)
         set_global_rng_state(pending)
 
 

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from mbpo_pl.envs import run_episode
 from mbpo_pl.errors import ConfigError, require_positive
 from mbpo_pl.evaluate import PolicyEvaluation, evaluate_policy, offscreen_rendering
+from mbpo_pl.nets.sac import seed_actor
 
 
 class Evaluation(Callback):
@@ -96,8 +97,9 @@ class Evaluation(Callback):
             if env is not None:
                 env.close()
 
-    def _policy(self, pl_module: LightningModule):  # noqa: ANN202 (obs -> action, numpy)
-        actor = pl_module.sac.actor
+    def _policy(self, pl_module: LightningModule, seed_index: int | None = None):  # noqa: ANN202 (obs -> action)
+        """The deterministic policy (``seed_index``: that seed's of a population)."""
+        actor = pl_module.sac.actor if seed_index is None else seed_actor(pl_module.sac.actor, seed_index)
 
         @torch.no_grad()
         def act(obs: np.ndarray) -> np.ndarray:
@@ -107,8 +109,9 @@ class Evaluation(Callback):
         return act
 
     def record_video(self, pl_module: LightningModule) -> np.ndarray:
-        """One deterministic episode as frames ``[T, C, H, W]`` uint8."""
-        episode = run_episode(self.video_env, self._policy(pl_module), seed=self.seed, render=True)
+        """One deterministic episode as frames ``[T, C, H, W]`` uint8 (a population's: its first seed's)."""
+        policy = self._policy(pl_module, None if pl_module.seeds is None else 0)
+        episode = run_episode(self.video_env, policy, seed=self.seed, render=True)
         return np.stack(episode.frames).transpose(0, 3, 1, 2)
 
     def log_video(self, trainer: Trainer, frames: np.ndarray, env_steps: int) -> None:
@@ -119,9 +122,26 @@ class Evaluation(Callback):
             elif isinstance(logger, WandbLogger):
                 logger.log_video("eval/video", [frames], step=env_steps, fps=[self.video_fps])
 
-    def evaluate(self, pl_module: LightningModule) -> PolicyEvaluation:
-        """``num_episodes`` deterministic episodes."""
-        return evaluate_policy(self._policy(pl_module), self.env, self.num_episodes, self.seed)
+    def evaluate(self, pl_module: LightningModule, seed_index: int | None = None) -> PolicyEvaluation:
+        """``num_episodes`` deterministic episodes (``seed_index``: of that seed's policy in a population)."""
+        return evaluate_policy(self._policy(pl_module, seed_index), self.env, self.num_episodes, self.seed)
+
+    def _evaluate_run(self, pl_module: LightningModule) -> dict[str, float]:
+        """Evaluate and log; returns the figures every rank's callbacks see (a population's: its mean over seeds
+        as ``eval/return``, with ``eval/return_seed_min`` and ``_max``)."""
+        if pl_module.seeds is None:
+            metrics = self.evaluate(pl_module).metrics("eval/")
+            pl_module.log_metrics(metrics, pl_module.run.env_steps)
+            return metrics
+        per_seed = [self.evaluate(pl_module, index).metrics("eval/") for index in range(len(pl_module.seeds))]
+        stacked = {key: torch.tensor([m[key] for m in per_seed]) for key in per_seed[0]}
+        pl_module.log_metrics(stacked, pl_module.run.env_steps)  # each seed's into its own folder
+        returns = stacked["eval/return"]
+        summary = {"eval/return": float(returns.mean()), "eval/return_seed_min": float(returns.min()),
+                   "eval/return_seed_max": float(returns.max())}  # fmt: skip
+        pl_module.log_population_metrics(summary, pl_module.run.env_steps)
+        pl_module.run.last_eval_returns = returns.tolist()
+        return summary
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # An evaluation's figures stay in `trainer.callback_metrics` to the end of the epoch it happened in, so a
@@ -141,11 +161,9 @@ class Evaluation(Callback):
         metrics = None
         if trainer.is_global_zero:
             with run.clock.timed("eval"):
-                evaluation = self.evaluate(pl_module)
+                metrics = self._evaluate_run(pl_module)
                 if self.video_env is not None and run.env_steps % self.video_every_n_env_steps < run.world_size:
                     self.log_video(trainer, self.record_video(pl_module), run.env_steps)
-                metrics = evaluation.metrics("eval/")
-                pl_module.log_metrics(metrics, run.env_steps)
         if trainer.world_size > 1:  # rank 0 evaluates; every rank's callbacks (ModelCheckpoint) see the result
             metrics = trainer.strategy.broadcast(metrics, src=0)
         self.last_return = run.last_eval_return = metrics["eval/return"]

@@ -3,13 +3,16 @@ rollouts, and the metrics of both (``dynamics/``, ``rollout/``)."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.errors import ConfigError
 from mbpo_pl.nets.sac import TanhGaussianActor
-from mbpo_pl.rollout import RolloutResult, branched_rollout
+from mbpo_pl.population_dynamics import PopulationDynamicsModule
+from mbpo_pl.replay import SeedReplay
+from mbpo_pl.rollout import RolloutResult, branched_rollout, population_rollouts
 from mbpo_pl.schedule import MBPOSchedule
 from mbpo_pl.termination import TerminationFn
 
@@ -38,12 +41,15 @@ def check_batches_fit(data: MBPODataModule, schedule: MBPOSchedule, world_size: 
         )
 
 
-def train_dynamics(dynamics: DynamicsModule, data: MBPODataModule) -> dict[str, Tensor]:
-    """Fit the ensemble (and the learned termination, if any) on every stored real transition."""
+def train_dynamics(dynamics: DynamicsModule, data: MBPODataModule,
+                   generators: list[torch.Generator] | None = None) -> dict[str, Tensor]:  # fmt: skip
+    """Fit the ensemble (and the learned termination, if any) on every stored real transition; a population's
+    ensembles each on its own seed's (``[S, N]``), drawing from ``generators[s]``."""
     real = data.real_transitions().to(dynamics.elites.device)
-    stats = dynamics.fit_ensemble(*dynamics.make_dataset(
+    dataset = dynamics.make_dataset(
         real["observation"], real["action"], real["next", "reward"], real["next", "observation"]
-    ))  # fmt: skip
+    )  # fmt: skip
+    stats = dynamics.fit_ensemble(*dataset) if generators is None else dynamics.fit_ensemble(*dataset, generators)
     if dynamics.learn_termination:
         stats.update(dynamics.fit_termination(real["next", "observation"], real["next", "terminated"]))
     return stats
@@ -64,10 +70,26 @@ def refill_model_buffer(
     return result
 
 
+def refill_population_model_buffers(
+    data: MBPODataModule, dynamics: PopulationDynamicsModule, actor: TanhGaussianActor, termination_fn: TerminationFn,
+    rollout_length: int, generators: list[torch.Generator],
+) -> list[RolloutResult]:  # fmt: skip
+    """:func:`refill_model_buffer` for every seed of a population: each seed's start states from its own real
+    buffer, rolled out through its own ensemble and policy (:func:`~mbpo_pl.rollout.population_rollouts`)."""
+    data.size_model_buffer(rollout_length)
+    start = data.sample_start_states(data.run.schedule.rollout_batch_size).to(dynamics.elites.device)
+    results = population_rollouts(dynamics.model, actor, dynamics.elites, termination_fn, start, rollout_length,
+                                  generators)  # fmt: skip
+    data.add_model([result.transitions for result in results])
+    return results
+
+
 def model_data_metrics(
-    stats: dict[str, Tensor], elites: Tensor, result: RolloutResult, data: MBPODataModule, rollout_length: int
-) -> dict[str, Tensor | float]:
-    """What one model training and rollout batch logs."""
+    stats: dict[str, Tensor], elites: Tensor, result: RolloutResult, data: MBPODataModule, rollout_length: int,
+    replay: SeedReplay | None = None,
+) -> dict[str, Tensor | float]:  # fmt: skip
+    """What one model training and rollout batch logs (``replay``: the seed's buffers; default the DataModule's)."""
+    replay = data.replay if replay is None else replay
     rollout_batch_size = data.run.schedule.rollout_batch_size
     optional = ("termination_loss", "termination_accuracy")
     return {
@@ -82,7 +104,18 @@ def model_data_metrics(
         "rollout/mean_alive_steps": result.steps_alive.float().sum() / rollout_batch_size,
         "rollout/new_transitions": result.transitions.shape[0],
         "rollout/dropped_nonfinite": result.dropped_nonfinite,
-        "rollout/model_buffer_size": len(data.model_buffer),
-        "rollout/model_buffer_capacity": data.model_buffer.storage.max_size,
-        "rollout/real_buffer_size": len(data.real_buffer),
+        "rollout/model_buffer_size": len(replay.model),
+        "rollout/model_buffer_capacity": replay.model.storage.max_size,
+        "rollout/real_buffer_size": len(replay.real),
     }
+
+
+def population_model_data_metrics(
+    stats: dict[str, Tensor], elites: Tensor, results: list[RolloutResult], data: MBPODataModule, rollout_length: int
+) -> dict[str, Tensor]:  # fmt: skip
+    """:func:`model_data_metrics` of every seed, each value stacked along a leading seed dimension."""
+    per_seed = []
+    for index, (result, replay) in enumerate(zip(results, data.replay.seeds)):
+        own = {key: value[index] if value.dim() > 0 else value for key, value in stats.items()}
+        per_seed.append(model_data_metrics(own, elites[index], result, data, rollout_length, replay))
+    return {key: torch.stack([torch.as_tensor(m[key]) for m in per_seed]) for key in per_seed[0]}

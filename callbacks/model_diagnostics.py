@@ -91,6 +91,8 @@ class ModelDiagnostics(Callback):
         run = pl_module.run
         if not trainer.is_global_zero or not run.use_model or run.model_trainings % self.every_n_model_trainings:
             return
+        if run.seeds is not None:  # a population: `python -m mbpo_pl diagnose <run>/seed_<s>` measures each seed
+            return
         data, horizon = trainer.datamodule, self.run_horizon(run)
         with run.clock.timed("diagnostics"):
             with trainer.precision_plugin.forward_context():

@@ -11,9 +11,10 @@ from tqdm.auto import tqdm
 
 
 class MBPOProgressBar(ProgressBar):
-    """Env steps done out of ``loop.total_env_steps`` with the run's ETA, the last evaluation return and env
-    steps/s (of the last epoch). A resumed run starts the bar where the checkpoint stopped; the ETA is timed from the
-    first policy step, so the quick random steps at the start do not make it optimistic.
+    """Env steps done out of ``loop.total_env_steps`` with the run's ETA, the last evaluation return (a population's:
+    mean [min, max] over its seeds) and env steps/s (of the last epoch). A resumed run starts the bar where the
+    checkpoint stopped; the ETA is timed from the first policy step, so the quick random steps at the start do not
+    make it optimistic.
 
     Args:
         refresh_every_n_env_steps: redraw period (the postfix and ETA follow the env steps).
@@ -35,7 +36,10 @@ class MBPOProgressBar(ProgressBar):
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         run = pl_module.run
         metrics: dict[str, Any] = {"env_steps": f"{run.env_steps}/{run.total_env_steps}"}
-        if run.last_eval_return is not None:
+        if run.last_eval_returns is not None:  # a population: the seeds' mean, min and max
+            returns = run.last_eval_returns
+            metrics["eval"] = f"{sum(returns) / len(returns):.1f} [{min(returns):.1f}, {max(returns):.1f}]"
+        elif run.last_eval_return is not None:
             metrics["eval"] = f"{run.last_eval_return:.1f}"
         if run.env_steps_per_s is not None:
             metrics["steps/s"] = f"{run.env_steps_per_s:.1f}"

@@ -37,13 +37,26 @@ class RealEnvRunner:
         Returns the transition (batch ``[1]``) and, if it ended the episode, ``{"return", "length"}`` of that episode.
         A time-limit truncation ends the episode but is stored with ``terminated=False`` (SAC bootstraps through it).
         """
-        if self.obs is None:
-            self.obs, _ = self.env.reset(seed=self.seed if self.episodes == 0 else None)
-        obs = torch.as_tensor(self.obs, dtype=torch.float32, device=device)
+        obs = self.observation(device)
         if policy is None:
-            action = torch.as_tensor(self.env.action_space.sample(), device=device)
+            action = self.random_action(device)
         else:
             action = policy(obs.unsqueeze(0))[0]
+        return self.advance(obs, action)
+
+    def observation(self, device: torch.device) -> Tensor:
+        """The running episode's observation ``[O]`` (the first call resets the env with the runner's seed)."""
+        if self.obs is None:
+            self.obs, _ = self.env.reset(seed=self.seed if self.episodes == 0 else None)
+        return torch.as_tensor(self.obs, dtype=torch.float32, device=device)
+
+    def random_action(self, device: torch.device) -> Tensor:
+        """A uniform random action ``[A]`` from the env's seeded action space."""
+        return torch.as_tensor(self.env.action_space.sample(), device=device)
+
+    def advance(self, obs: Tensor, action: Tensor) -> tuple[TensorDict, dict | None]:
+        """Step the env with ``action [A]`` from :meth:`observation`'s ``obs``; what :meth:`step` returns."""
+        device = obs.device
         next_obs, reward, terminated, truncated, _ = self.env.step(action.cpu().numpy())
         transition = make_transitions(
             obs.unsqueeze(0),

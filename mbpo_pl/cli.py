@@ -30,8 +30,9 @@ from callbacks.progress import MBPOProgressBar
 from mbpo_pl.checkpoint_eval import evaluate_checkpoint
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError, exit_with_error
+from mbpo_pl.population import check_population_config
 from mbpo_pl.provenance import record_start
-from mbpo_pl.run_folders import resolve_checkpoint, run_loggers
+from mbpo_pl.run_folders import population_seed_folder, resolve_checkpoint, run_loggers
 from mbpo_pl.system import MBPO
 
 DESCRIPTION = """MBPO (Janner et al. 2019) with PyTorch Lightning: `python -m mbpo_pl fit --config conf/hopper.yaml`
@@ -64,8 +65,25 @@ class LogConfigCallback(SaveConfigCallback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         if trainer.is_global_zero and log_dir is not None and trainer.loggers:
-            record_start(Path(log_dir), pl_module.run.env_steps, trainer.ckpt_path, str(trainer.precision),
-                         str(trainer.strategy.root_device), trainer.world_size)  # fmt: skip
+            folders = [Path(log_dir)]
+            if pl_module.seeds is not None:  # each seed's folder is a complete run folder of its own
+                folders += pl_module.seed_loggers.folders
+                self._save_seed_configs(pl_module)
+            for folder in folders:
+                record_start(folder, pl_module.run.env_steps, trainer.ckpt_path, str(trainer.precision),
+                             str(trainer.strategy.root_device), trainer.world_size)  # fmt: skip
+
+    def _save_seed_configs(self, pl_module: LightningModule) -> None:
+        """Seed ``s``'s ``config.yaml`` is the population's with ``seed_everything: s`` and no ``seeds``: the config
+        of the one-agent run it trains as; also logged as each seed's hyperparameters."""
+        for seed, folder in zip(pl_module.seeds, pl_module.seed_loggers.folders):
+            config = self.config.clone()
+            config.seed_everything, config.seeds = seed, None
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(config, folder / "config.yaml", skip_none=False, overwrite=True, multifile=False)
+            hparams = flatten(json.loads(self.parser.dump(config, skip_none=False, format="json")))
+            for logger in pl_module.seed_loggers.loggers[pl_module.seeds.index(seed)]:
+                logger.log_hyperparams({k: v for k, v in hparams.items() if v is not None})
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="json")
@@ -94,6 +112,14 @@ class MBPOCLI(LightningCLI):
             help="torch intra-op threads per process (None: torch's default, divided among the processes of a "
             "multi-process CPU run). Use 1 when other CPU-heavy processes share the cores: oversubscribed OpenMP "
             "threads spin and slow updates by ~100x.",
+        )
+        parser.add_argument(
+            "--seeds",
+            type=list[int] | None,
+            default=None,
+            help="train one independent agent per seed in this one process, e.g. --seeds [0,1,2,3]: each with its "
+            "own env, buffers, networks, optimizer state and random streams, seeded as a one-agent run of that seed; "
+            "logs of seed s in <run>/seed_s/ (None: one agent, seeded by seed_everything).",
         )
         # Evaluation and diagnostics before the loop in the callback list: their epoch-end hooks then run before the
         # loop takes the epoch's time figures, so `time/diagnostics_s` lands in the epoch it measured (in any order,
@@ -147,12 +173,28 @@ class MBPOCLI(LightningCLI):
                 raise ConfigError(f"--torch_threads={threads} must be >= 1")
             torch.set_num_threads(threads)
         trainer = config.get("trainer", Namespace())
+        if config.get("seeds") is not None:
+            check_population_config(config)
         for key in ("max_epochs", "max_steps"):
             if trainer.get(key) not in (None, -1):
                 raise ConfigError(
                     f"trainer.{key}={trainer.get(key)}: an MBPO run's length is set by loop.total_env_steps "
                     f"(e.g. --loop.total_env_steps 50000); leave trainer.{key} unset."
                 )
+
+    def instantiate_classes(self) -> None:
+        """As LightningCLI's; with ``--seeds``, the model is the population's (:mod:`mbpo_pl.population`), each seed
+        initialised as the one-agent run of that seed."""
+        super().instantiate_classes()
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        seeds = config.get("seeds")
+        if seeds is not None:
+            lone = self.model
+            dims = {"obs_dim": lone.sac.obs_dim, "act_dim": lone.sac.act_dim}
+            dynamics_args = {**config.model.dynamics.init_args.as_dict(), **dims}
+            sac_args = {**config.model.sac.init_args.as_dict(), **dims, "cuda_graphs": False}
+            sac_args.pop("population", None)  # the population's size is len(seeds)
+            self.model = MBPO.population_of(dynamics_args, sac_args, seeds)
 
     def _resolve_checkpoint(self, config: Namespace, resuming: bool) -> None:
         """Resolve ``ckpt_path``; when resuming, a checkpoint in ``<run>/checkpoints/`` makes the run loggers write
@@ -162,6 +204,8 @@ class MBPOCLI(LightningCLI):
         if loggers:
             init = loggers[0].init_args
             runs_root = Path(init.save_dir) / (init.get("name") or "lightning_logs")
+        if not resuming and population_seed_folder(Path(str(config.ckpt_path))) is not None:
+            return  # `test` of one seed of a population: load_policy cuts it out of the population's checkpoint
         path = resolve_checkpoint(str(config.ckpt_path), runs_root, resuming=resuming)
         config.ckpt_path = str(path)
         if resuming and path.parent.name == "checkpoints":
@@ -181,13 +225,20 @@ class MBPOCLI(LightningCLI):
             share_cpu_threads(self.trainer)
         self._print_run_summary()
 
+    def _seeds_line(self) -> str:
+        seeds = self.config[self.subcommand].get("seeds")
+        if seeds is None:
+            return f"seed {self.config[self.subcommand].get('seed_everything')}"
+        return (f"{len(seeds)} seeds in one process: {', '.join(map(str, seeds))} (each in <run>/seed_<s>/; model "
+                "diagnostics: python -m mbpo_pl diagnose <run>/seed_<s>)")  # fmt: skip
+
     @rank_zero_only
     def _print_run_summary(self) -> None:
         trainer, data, loop = self.trainer, self.datamodule, self._get(self.config_init, "loop")
         lines = [
             f"{'MBPO' if loop.use_model else 'SAC (no model: loop.use_model false)'} on {data.env_id}: "
             f"{loop.total_env_steps:,} env steps ({loop.schedule.init_random_steps:,} random first), "
-            f"seed {self.config[self.subcommand].get('seed_everything')}",
+            + self._seeds_line(),
             f"  device      {trainer.strategy.root_device} x {trainer.world_size} process(es), "
             f"{torch.get_num_threads()} torch thread(s), precision {trainer.precision}",
         ]

@@ -15,6 +15,7 @@ when the loop asks for it, after the env step that precedes it has been pushed i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ from torchrl.data import TensorDictReplayBuffer
 from mbpo_pl.buffer_checkpoints import BufferCheckpoints, checkpoint_token
 from mbpo_pl.envs import EnvSpec
 from mbpo_pl.errors import ConfigError, require_positive
-from mbpo_pl.replay import SeedReplay
+from mbpo_pl.replay import PopulationReplay, SeedReplay
 from mbpo_pl.run_state import RunState
 
 
@@ -66,7 +67,10 @@ class MBPODataModule(LightningDataModule):
         buffer_dir: directory of the memory-mapped buffers (``memmap`` only; default: ``buffers/`` in the run's own
             log folder, so runs never share buffer files and a resumed run finds its own).
 
-    The buffers' sampling generators are seeded per rank from the run seed (``RunState.rank_seed``).
+    The buffers' sampling generators are seeded per rank from the run seed (``RunState.rank_seed``). A population
+    run (``--seeds``) holds one real and one model buffer per seed (:class:`~mbpo_pl.replay.PopulationReplay`,
+    each seeded as that seed's one-agent run seeds its own); its transitions and batches have a leading seed
+    dimension (``[S, ...]``; batches ``[G, S, batch_size]``).
     """
 
     def __init__(
@@ -104,8 +108,9 @@ class MBPODataModule(LightningDataModule):
         self.buffer_storage = buffer_storage
         self.buffer_dir = Path(buffer_dir) if buffer_dir is not None else None
         self.num_real = int(batch_size * real_ratio)
-        self.replay: SeedReplay | None = None  # the buffers, made in setup()
+        self.replay: SeedReplay | PopulationReplay | None = None  # the buffers, made in setup()
         self._checkpoints = BufferCheckpoints(buffer_storage, self._dump_root)
+        self._seed_checkpoints: list[BufferCheckpoints] = []  # a population's, one per seed (setup())
         self.run = RunState()  # the run's device, rank and seed: the module's RunState from setup() on
 
     # The env's facts, read from its one description (the CLI links obs_dim/act_dim into the networks' sizes).
@@ -127,11 +132,17 @@ class MBPODataModule(LightningDataModule):
 
     @property
     def real_buffer(self) -> TensorDictReplayBuffer | None:
-        return None if self.replay is None else self.replay.real
+        """The real buffer (a population's: its first seed's)."""
+        return None if self.replay is None else self._first_seed.real
 
     @property
     def model_buffer(self) -> TensorDictReplayBuffer | None:
-        return None if self.replay is None else self.replay.model
+        """The model buffer (a population's: its first seed's)."""
+        return None if self.replay is None else self._first_seed.model
+
+    @property
+    def _first_seed(self) -> SeedReplay:
+        return self.replay.seeds[0] if isinstance(self.replay, PopulationReplay) else self.replay
 
     def setup(self, stage: str) -> None:
         if self.replay is not None:
@@ -144,6 +155,13 @@ class MBPODataModule(LightningDataModule):
             run_dir = self.trainer.log_dir if self.trainer is not None else None  # the same on every rank
             self.buffer_dir = Path(run_dir or ".") / "buffers"
         live = None if self.buffer_storage != "memmap" else self.buffer_dir / f"rank{self.run.rank}" / "live"
+        if self.run.seeds is not None:  # each seed's buffers (memmap: in live/seed_<s>/) and checkpoint dumps
+            self.replay = PopulationReplay(self.real_buffer_size, self._device, self.run.seed_streams(0),
+                                           live, self.run.seeds)  # fmt: skip
+            self._seed_checkpoints = [
+                BufferCheckpoints(self.buffer_storage, partial(self._seed_dump_root, seed)) for seed in self.run.seeds
+            ]  # fmt: skip
+            return
         # rank_seed(0) for the real buffer, rank_seed(1) = rank_seed(0) + 1 for the model buffer
         self.replay = SeedReplay(self.real_buffer_size, self._device, self.run.rank_seed(0), live)
 
@@ -175,7 +193,8 @@ class MBPODataModule(LightningDataModule):
         """(Re)allocate the model buffer with ``capacity``, keeping the most recent transitions that fit."""
         self.replay.resize_model(capacity)
 
-    def add_model(self, transitions: TensorDict) -> None:
+    def add_model(self, transitions: TensorDict | list[TensorDict]) -> None:
+        """``transitions [M]`` (a population: one ``[M_s]`` per seed) into the model buffer(s)."""
         self.replay.add_model(transitions)
 
     def sample_sac_batches(self) -> TensorDict:
@@ -196,31 +215,49 @@ class MBPODataModule(LightningDataModule):
     def _dump_root(self, name: str) -> Path:
         return self.buffer_dir / f"rank{self.run.rank}" / "checkpoint" / name
 
+    def _seed_dump_root(self, seed: int, name: str) -> Path:
+        return self._dump_root(f"seed_{seed}") / name
+
     def state_dict(self) -> dict:
         """Both replay buffers (filled part only) with writer positions and sampling RNG states.
 
         Under DDP the checkpoint file is written by rank 0 and, with in-memory buffers, holds rank 0's buffers. The
         env the buffers come from is checked by ``MBPO.on_load_checkpoint``, before anything is loaded.
         """
-        replay = self.replay
-        token = checkpoint_token(replay.real, replay.model)
         state = {"seed": self.seed, "buffer_storage": self.buffer_storage}
-        state["real"] = self._checkpoints.save("real", replay.real, replay.real_generator, token)
+        if isinstance(self.replay, PopulationReplay):  # each seed's buffers as one agent's
+            population = zip(self.replay.seeds, self._seed_checkpoints)
+            return {**state, "population": [self._replay_state(replay, saver) for replay, saver in population]}
+        return {**state, **self._replay_state(self.replay, self._checkpoints)}
+
+    @staticmethod
+    def _replay_state(replay: SeedReplay, checkpoints: BufferCheckpoints) -> dict:
+        token = checkpoint_token(replay.real, replay.model)
+        state = {"real": checkpoints.save("real", replay.real, replay.real_generator, token)}
         if replay.model is not None:
-            state["model"] = self._checkpoints.save("model", replay.model, replay.model_generator, token)
+            state["model"] = checkpoints.save("model", replay.model, replay.model_generator, token)
         return state
 
     def load_state_dict(self, state: dict) -> None:
         if self.replay is None:  # loaded outside a Trainer's set-up (scripts, tests)
             self.setup("fit")
         self.run.seed = state["seed"]  # the run seed the buffers were made with (model buffers are remade)
-        replay = self.replay
-        replay.seed = self.run.rank_seed(0)
-        replay.real, replay.real_generator = self._checkpoints.load(
+        if isinstance(self.replay, PopulationReplay):
+            if "population" not in state:
+                raise ConfigError("this checkpoint holds one agent's replay buffers, not a population's: resume it "
+                                  "without --seeds.")  # fmt: skip
+            for replay, own, loader in zip(self.replay.seeds, state["population"], self._seed_checkpoints):
+                self._load_replay(replay, own, loader)
+            return
+        self.replay.seed = self.run.rank_seed(0)
+        self._load_replay(self.replay, state, self._checkpoints)
+
+    def _load_replay(self, replay: SeedReplay, state: dict, checkpoints: BufferCheckpoints) -> None:
+        replay.real, replay.real_generator = checkpoints.load(
             "real", state["real"], self._device, replay.memmap_root and replay.memmap_root / "real"
         )
         if "model" in state:
             label = f"model-{state['model'].get('capacity')}"
-            replay.model, replay.model_generator = self._checkpoints.load(
+            replay.model, replay.model_generator = checkpoints.load(
                 "model", state["model"], self._device, replay.memmap_root and replay.memmap_root / label
             )

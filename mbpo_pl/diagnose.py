@@ -99,10 +99,9 @@ def diagnose(source: Path, output: Path, horizon: int = 15, episodes: int = 3, d
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mbpo_pl.run_folders import read_checkpoint, resolve_checkpoint
+    from mbpo_pl.run_folders import read_agent_checkpoint
 
-    path = resolve_checkpoint(str(source), None, option="diagnose", resuming=False)
-    checkpoint = read_checkpoint(path, option="diagnose")
+    path, checkpoint = read_agent_checkpoint(source, option="diagnose")
     if "mbpo_env" not in checkpoint:
         raise ConfigError(f"{path} is not an mbpo_pl training checkpoint (it has no env description).")
     ensemble, elites = ensemble_from_state_dict(checkpoint["state_dict"], checkpoint["mbpo_env"])

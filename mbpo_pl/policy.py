@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from mbpo_pl.envs import EnvSpec
 from mbpo_pl.errors import ConfigError
 from mbpo_pl.nets.sac import LOG_STD_MAX, LOG_STD_MIN, mlp
-from mbpo_pl.run_folders import read_checkpoint, resolve_checkpoint
+from mbpo_pl.run_folders import read_agent_checkpoint
 
 ACTOR_PREFIX = "sac.actor.net."
 
@@ -114,14 +114,14 @@ def _env_steps(checkpoint: dict) -> int | None:
 
 
 def load_policy(source: str | Path, map_location: str | torch.device = "cpu", option: str = "load_policy") -> Policy:
-    """The deterministic policy of a run folder (``<run>/checkpoints/last.ckpt``) or a checkpoint file.
+    """The deterministic policy of a run folder (``<run>/checkpoints/last.ckpt``), a checkpoint file or a population
+    seed's folder (``<run>/seed_<s>``).
 
     Raises ``FileNotFoundError`` when there is no checkpoint there and ``ValueError`` (both as
     :class:`~mbpo_pl.errors.ConfigError`) when the file is truncated, corrupt or not an mbpo_pl checkpoint;
     ``option`` is how the messages name the source (e.g. a command's ``--ckpt_path``).
     """
-    path = resolve_checkpoint(str(source), None, option=option, resuming=False)
-    checkpoint = read_checkpoint(path, option=option)
+    path, checkpoint = read_agent_checkpoint(source, option=option)
     if "state_dict" not in checkpoint or "mbpo_env" not in checkpoint:
         raise ConfigError(f"{option}: {path} is not an mbpo_pl checkpoint (no state_dict or env description).")
     env = EnvSpec.from_signature(checkpoint["mbpo_env"])

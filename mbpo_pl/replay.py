@@ -88,11 +88,17 @@ class SeedReplay:
 
 
 class PopulationReplay:
-    """One :class:`SeedReplay` per seed, seeded as a one-process run of that seed seeds its buffers (``seeds``: the
-    run seeds); batches stack them along a leading seed dimension. Memory storage only."""
+    """One :class:`SeedReplay` per seed, seeded as a one-process run of that seed seeds its buffers (``seeds``: their
+    sampling seeds); batches stack them along a leading seed dimension. With ``memmap_root``, seed ``names[i]``'s
+    buffers are memory-mapped under ``memmap_root/seed_<name>/``."""
 
-    def __init__(self, real_buffer_size: int, device: torch.device, seeds: list[int]) -> None:
-        self.seeds = [SeedReplay(real_buffer_size, device, seed) for seed in seeds]
+    def __init__(self, real_buffer_size: int, device: torch.device, seeds: list[int], memmap_root: Path | None = None,
+                 names: list[int] | None = None) -> None:  # fmt: skip
+        names = seeds if names is None else names
+        self.seeds = [
+            SeedReplay(real_buffer_size, device, seed, None if memmap_root is None else memmap_root / f"seed_{name}")
+            for seed, name in zip(seeds, names, strict=True)
+        ]  # fmt: skip
 
     def add_real(self, transitions: TensorDict) -> None:
         """``transitions [S, n]``: seed ``s``'s into its own buffer."""
@@ -104,7 +110,17 @@ class PopulationReplay:
         return torch.stack([replay.real_transitions() for replay in self.seeds])
 
     def sample_start_states(self, count: int) -> Tensor:
+        """``[S, count, O]``: each seed's draws from its own buffer."""
         return torch.stack([replay.sample_start_states(count) for replay in self.seeds])
+
+    def resize_model(self, capacity: int) -> None:
+        for replay in self.seeds:
+            replay.resize_model(capacity)
+
+    def add_model(self, transitions: list[TensorDict]) -> None:
+        """``transitions[s] [M_s]``: each seed's rollouts (of its own length) into its own model buffer."""
+        for replay, own in zip(self.seeds, transitions, strict=True):
+            replay.add_model(own)
 
     def sample_batches(self, num_batches: int, batch_size: int, num_real: int) -> TensorDict:
         """``[num_batches, S, batch_size]``: every seed's minibatches, each drawn with its own generators."""

@@ -17,6 +17,7 @@ import torch
 from jsonargparse import Namespace
 
 from mbpo_pl.errors import ConfigError
+from mbpo_pl.population import SEED_KEYS, seed_checkpoint
 
 RUN_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers with save_dir/name/version_N run folders
 
@@ -64,6 +65,11 @@ def resolve_checkpoint(
         path = newest_run_checkpoint(runs_root)
     else:
         path = Path(ckpt_path)
+        if resuming and population_seed_folder(path) is not None:
+            raise ConfigError(
+                f"{option}: {path} is one seed's folder of a population run; resume the whole population with "
+                f"{option} {path.parent} and the same --seeds."
+            )
         if path.is_dir():
             path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
     new_run = ", or start a new run without --ckpt_path" if resuming else ""
@@ -93,3 +99,33 @@ def read_checkpoint(path: Path, option: str = "checkpoint", map_location: str | 
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{option}: {path} cannot be read as a checkpoint ({first_line}).") from err
+
+
+def population_seed_folder(path: Path) -> int | None:
+    """The seed of a population's seed folder (``<run>/seed_<s>``: no checkpoints of its own, the population's
+    beside it), ``None`` for any other path."""
+    match = re.fullmatch(r"seed_(\d+)", path.name)
+    if match and path.is_dir() and not (path / "checkpoints").is_dir() and (path.parent / "checkpoints").is_dir():
+        return int(match.group(1))
+    return None
+
+
+def read_agent_checkpoint(source: str | Path, option: str = "checkpoint") -> tuple[Path, dict]:
+    """One agent's checkpoint: a run folder's ``last.ckpt``, a checkpoint file, or a population seed's folder
+    (``<run>/seed_<s>``), whose agent is cut out of the population's checkpoint
+    (:func:`~mbpo_pl.population.seed_checkpoint`). Returns the file and the checkpoint."""
+    source = Path(str(source))
+    seed = population_seed_folder(source)
+    path = resolve_checkpoint(str(source.parent if seed is not None else source), None, option=option,
+                              resuming=False)  # fmt: skip
+    checkpoint = read_checkpoint(path, option=option)
+    population = checkpoint.get(SEED_KEYS)
+    if population is None:
+        return path, checkpoint
+    seeds = list(population["seeds"])
+    if seed is None:
+        raise ConfigError(f"{option}: {path} holds a population of seeds {seeds}; give one seed's folder, e.g. "
+                          f"{path.parents[1] / ('seed_' + str(seeds[0]))}.")  # fmt: skip
+    if seed not in seeds:
+        raise ConfigError(f"{option}: {source} names seed {seed}, but {path} holds seeds {seeds}.")
+    return path, seed_checkpoint(checkpoint, seeds.index(seed))

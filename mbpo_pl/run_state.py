@@ -24,6 +24,8 @@ class RunState:
 
     Attributes:
         seed: the run seed (``seed_everything``; a resumed run keeps its checkpoint's).
+        seeds: a population's seeds (``--seeds``: several independent agents in one process), ``None`` for one
+            agent; seed ``s``'s streams are seeded as a one-agent run of seed ``s`` seeds them.
         rank, world_size: this process and the number of processes (DDP ranks).
         device: the Trainer's root device.
         total_env_steps: the run's length in real env steps (``loop.total_env_steps``).
@@ -32,12 +34,15 @@ class RunState:
         env_steps: real env steps so far, counted globally (each process's step counts ``world_size``).
         model_trainings: ensemble trainings so far.
         rollout_length: the rollout length ``k`` of the last model-data refresh.
-        last_eval_return: the last evaluation's mean return (``None`` before the first).
+        last_eval_return: the last evaluation's mean return (``None`` before the first; a population's: the mean
+            over its seeds).
+        last_eval_returns: a population's last evaluation return of each seed.
         env_steps_per_s: env steps per second over the last epoch (``None`` before the first).
         clock: the epoch's time split that every part bills its time to (``time/`` metrics).
     """
 
     seed: int = 0
+    seeds: list[int] | None = None
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -48,6 +53,7 @@ class RunState:
     model_trainings: int = 0
     rollout_length: int = 0
     last_eval_return: float | None = None
+    last_eval_returns: list[float] | None = None
     env_steps_per_s: float | None = None
     clock: RunClock = field(default_factory=RunClock)
 
@@ -55,11 +61,22 @@ class RunState:
     def from_trainer(cls, trainer: Trainer) -> RunState:
         """The facts of ``trainer``'s run; the seed is the global torch seed ``seed_everything`` set."""
         device = trainer.strategy.root_device
-        return cls(torch.initial_seed() % 2**31, trainer.global_rank, trainer.world_size, device,
+        seeds = getattr(trainer.lightning_module, "seeds", None)
+        return cls(torch.initial_seed() % 2**31, seeds, trainer.global_rank, trainer.world_size, device,
                    clock=RunClock(device))  # fmt: skip
+
+    @property
+    def population(self) -> int | None:
+        """The number of agents of a population run (``None``: one agent)."""
+        return None if self.seeds is None else len(self.seeds)
 
     def rank_seed(self, stream: int = 0) -> int:
         """The seed of this process's copy of a random stream (``stream``: 0 the real buffer and the real env, 1 the
         model buffer): ``seed + 1000 * rank + stream``, on fresh and resumed runs alike. Rank 0 keeps the run seed,
         so a one-process run is seeded as ``seed_everything`` says."""
         return self.seed + RANK_SEED_STRIDE * self.rank + stream
+
+    def seed_streams(self, stream: int = 0) -> list[int]:
+        """:meth:`rank_seed` of every agent of a population (``[rank_seed]`` for one agent)."""
+        seeds = [self.seed] if self.seeds is None else self.seeds
+        return [seed + RANK_SEED_STRIDE * self.rank + stream for seed in seeds]

@@ -9,6 +9,7 @@ state (env steps, ranks, seeds, device, clock) is :attr:`MBPO.run`, where every 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -18,8 +19,10 @@ from torch import Tensor
 
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.errors import ConfigError, NonFiniteError
+from mbpo_pl.population import SEED_KEYS, build_population, seed_generators
 from mbpo_pl.run_state import RunState
 from mbpo_pl.sac import SACModule
+from mbpo_pl.seed_loggers import SeedLoggers, scalar_values
 
 
 class MBPO(LightningModule):
@@ -41,10 +44,11 @@ class MBPO(LightningModule):
         super().__init__()
         if (dynamics.obs_dim, dynamics.act_dim) != (sac.obs_dim, sac.act_dim):
             raise ValueError("model.dynamics and model.sac were built for different observation/action sizes")
-        if sac.population is not None:
+        if getattr(dynamics, "population", None) != sac.population:
             raise ConfigError(
-                f"model.sac.population={sac.population}: the MBPO training loop trains one agent per process; leave "
-                "it unset and start one run per seed."
+                f"model.sac.population={sac.population} but the dynamics model is for "
+                f"{getattr(dynamics, 'population', None)} seed(s): train several seeds with --seeds [0,1,...], "
+                "which builds both for the population."
             )
         self.automatic_optimization = False
         self.dynamics = dynamics
@@ -52,6 +56,12 @@ class MBPO(LightningModule):
         self._sac_stat_sums: dict[str, Tensor] = {}
         self._sac_stat_count = 0
         self._run: RunState | None = None
+        # A population (``--seeds``, :mod:`mbpo_pl.population`): its seeds, each seed's random stream (its state
+        # after the seed's initialisation until ``setup`` makes the generators) and each seed's run-folder loggers.
+        self.seeds: list[int] | None = None
+        self.seed_rng_states: list[Tensor] | None = None
+        self.generators: list[torch.Generator] | None = None
+        self.seed_loggers: SeedLoggers | None = None
 
     @property
     def run(self) -> RunState:
@@ -60,8 +70,40 @@ class MBPO(LightningModule):
             self._run = RunState.from_trainer(self.trainer) if self._trainer is not None else RunState()
         return self._run
 
+    @classmethod
+    def population_of(cls, dynamics_args: Mapping[str, Any], sac_args: Mapping[str, Any], seeds: list[int]) -> MBPO:
+        """A population of ``len(seeds)`` agents trained together (``--seeds``), built from the one-agent modules'
+        constructor arguments, seed ``s`` initialised as a one-agent run of seed ``s``
+        (:func:`~mbpo_pl.population.build_population`)."""
+        dynamics, sac, states = build_population(dynamics_args, sac_args, seeds)
+        model = cls(dynamics, sac)
+        model.seeds, model.seed_rng_states = list(seeds), states
+        return model
+
+    @property
+    def population(self) -> int | None:
+        """The number of agents trained together (``None``: one agent)."""
+        return None if self.seeds is None else len(self.seeds)
+
+    def setup(self, stage: str) -> None:
+        if self.seeds is not None and self.generators is None:
+            self.generators = seed_generators(self.seed_rng_states, self.seeds, self.trainer.strategy.root_device)
+            self.sac.generators = self.generators
+            if self.trainer.is_global_zero:
+                self.seed_loggers = SeedLoggers(self.trainer, self.seeds)
+
+    def on_train_epoch_end(self) -> None:
+        if self.seed_loggers is not None:
+            self.seed_loggers.save()
+
+    def teardown(self, stage: str) -> None:
+        if self.seed_loggers is not None:
+            self.seed_loggers.finalize("success")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["mbpo_env"] = self.trainer.datamodule.env_spec.signature()  # the one record of the env
+        if self.seeds is not None:
+            checkpoint[SEED_KEYS] = {"seeds": self.seeds, "generators": [g.get_state() for g in self.generators]}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Runs before the weights, buffers and callbacks are loaded: refuse a checkpoint of another env with a clear
@@ -69,6 +111,18 @@ class MBPO(LightningModule):
         # elsewhere).
         if self._trainer is not None and "mbpo_env" in checkpoint:
             self.trainer.datamodule.env_spec.check_checkpoint(checkpoint["mbpo_env"])
+        saved = checkpoint.get(SEED_KEYS)
+        saved_seeds = None if saved is None else list(saved["seeds"])
+        if saved_seeds != self.seeds:
+
+            def flag(seeds: list[int] | None) -> str:
+                return "no --seeds (one agent)" if seeds is None else "--seeds [" + ",".join(map(str, seeds)) + "]"
+
+            raise ConfigError(f"This checkpoint was trained with {flag(saved_seeds)}, this run has {flag(self.seeds)}: "
+                              f"resume it with {flag(saved_seeds)}.")  # fmt: skip
+        if saved is not None:
+            for generator, state in zip(self.generators, saved["generators"]):
+                generator.set_state(state)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [*self.sac.configure_optimizers(), *self.dynamics.configure_optimizers()]
@@ -92,24 +146,40 @@ class MBPO(LightningModule):
         self._sac_stat_sums, self._sac_stat_count = {}, 0
         bad = [key for key, value in means.items() if not torch.isfinite(value).all()]
         if bad:
+            where = ""
+            if self.seeds is not None:
+                failed = torch.stack([~torch.isfinite(means[key]) for key in bad]).any(0)
+                where = f" (seed(s) {[seed for seed, f in zip(self.seeds, failed.tolist()) if f]})"
             raise NonFiniteError(
-                f"SAC: {', '.join(bad)} became non-finite in the updates up to env step {self.run.env_steps}. Check "
-                "the rewards for NaN/inf or extreme scale, or lower model.sac.lr."
+                f"SAC: {', '.join(bad)} became non-finite{where} in the updates up to env step {self.run.env_steps}. "
+                "Check the rewards for NaN/inf or extreme scale, or lower model.sac.lr."
             )
         return means
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Tensor | float | int], env_steps: int) -> None:
-        """Write ``metrics`` to every logger with the env-step count as the x-axis (one host sync per call)."""
-        values = {}
-        for key, value in metrics.items():
-            if isinstance(value, Tensor):
-                if value.numel() == 1:
-                    values[key] = float(value.float())
-                else:  # one scalar per element, e.g. the holdout MSE of each ensemble member
-                    for i, element in enumerate(value.float().flatten().tolist()):
-                        values[f"{key}/{i}"] = element
-            else:
-                values[key] = float(value)
+        """Write ``metrics`` to every logger with the env-step count as the x-axis (one host sync per call).
+
+        In a population every tensor with dimensions holds one value per seed along its first (``[S]``, ``[S, E]``)
+        and goes to that seed's own run folder (:class:`~mbpo_pl.seed_loggers.SeedLoggers`); scalars are the
+        population's (timings, env steps) and go to the population's folder and to every seed's."""
+        if self.seeds is None:
+            for logger in self.trainer.loggers:
+                logger.log_metrics(scalar_values(metrics), step=env_steps)
+            return
+        shared = {key: value for key, value in metrics.items() if not isinstance(value, Tensor) or value.dim() == 0}
+        per_seed = {key: value for key, value in metrics.items() if key not in shared}
+        self.seed_loggers.log(shared, per_seed, env_steps)
         for logger in self.trainer.loggers:
-            logger.log_metrics(values, step=env_steps)
+            logger.log_metrics(scalar_values(shared), step=env_steps)
+
+    @rank_zero_only
+    def log_population_metrics(self, metrics: Mapping[str, float], env_steps: int) -> None:
+        """Write a population's summary figures (e.g. the mean return over seeds) into its own folder only."""
+        for logger in self.trainer.loggers:
+            logger.log_metrics(scalar_values(metrics), step=env_steps)
+
+    @rank_zero_only
+    def log_seed_metrics(self, index: int, metrics: Mapping[str, Tensor | float | int], env_steps: int) -> None:
+        """Write one seed's ``metrics`` (e.g. an episode that ended in its env) into that seed's run folder."""
+        self.seed_loggers.log_one(index, scalar_values(metrics), env_steps)

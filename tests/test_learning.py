@@ -62,3 +62,18 @@ def test_mbpo_swings_up_pendulum_within_5000_steps(logdir, monkeypatch):
     returns = [r for _, r in history]
     assert returns[0] < -700, history
     assert sum(returns[-2:]) / 2 >= -250, history
+
+
+@pytest.mark.slow
+def test_a_population_of_four_learns_inverted_pendulum_in_every_seed(logdir, monkeypatch):
+    """Four seeds in one process (``--seeds``) at the quick test's settings: each seed learns as a one-agent run of
+    it does (below 250 at the first evaluation, >= 900 at one of the last four of 3,000 env steps)."""
+    from mbpo_pl.report import load_scalars
+
+    monkeypatch.chdir(logdir)
+    _fit(logdir, 3000, seed=0, extra=["--seeds", "[0,1,2,3]"])
+    (run,) = (logdir / "InvertedPendulum-v5").glob("version_*")
+    for seed in range(4):
+        returns = [value for _, value in load_scalars(run / f"seed_{seed}")["eval/return"]]
+        assert returns[0] < 250, (seed, returns)
+        assert max(returns[-4:]) >= 900, (seed, returns)

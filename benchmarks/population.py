@@ -1,0 +1,204 @@
+"""Whole MBPO training loops: S seeds in one process (``--seeds``) against S separate one-agent processes.
+
+Every layout runs the real command (``python -m mbpo_pl fit --config conf/hopper.yaml``, Hopper-v5 at the paper's
+settings: G = 20 SAC updates per env step, a 7-member ensemble retrained every 250 env steps on all real data,
+100,000-start rollouts) from ``--random-steps`` random env steps to two model-training periods (250 env steps each)
+later, and takes the second period's wall time as its figure (``time/epoch_s`` of the run's logs: model training,
+rollouts, env steps, SAC updates and evaluations are all in it; no evaluation falls inside). A population's figure
+is one process with all the cores' threads; the separate layout starts S one-agent processes together, the cores'
+threads split among them (at least one each), and sums their throughputs. Printed per layout: aggregate
+seed-env-steps/s (env steps of all seeds per second of wall time), the population's speed-up over the separate
+processes, and peak memory (the population's process; the sum over the separate processes), in fp32 and
+bf16-mixed, all in one sitting.
+
+    python benchmarks/population.py --seeds 1 2 4 8 --json benchmarks/population_cpu2.json
+    python benchmarks/population.py --from-json benchmarks/population_cpu2.json --write docs/speed.md
+
+This is the loop early in a run (a few thousand real transitions, rollout length 1); late in a run model training
+dominates (docs/speed.md), and its share batches as the SAC update's does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.population_sac import cpu_model  # noqa: E402
+
+MODEL_TRAIN_FREQ = 250
+
+
+def _command(run_dir: Path, precision: str, threads: int, random_steps: int, seeds: list[int] | int) -> list[str]:
+    """``seeds``: a population's seeds (``--seeds``), or one agent's seed (a one-agent run)."""
+    if isinstance(seeds, list):
+        seed_args = ["--seeds", "[" + ",".join(map(str, seeds)) + "]"]
+    else:
+        seed_args = ["--seed_everything", str(seeds)]
+    return [
+        sys.executable, "-m", "mbpo_pl", "fit", "--config", str(ROOT / "conf" / "hopper.yaml"), *seed_args,
+        "--trainer.precision", precision, "--torch_threads", str(threads),
+        "--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.enable_checkpointing", "false",
+        "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
+        "--loop.init_random_steps", str(random_steps),
+        "--loop.total_env_steps", str(random_steps + 2 * MODEL_TRAIN_FREQ),
+        "--eval.every_n_env_steps", "1000000", "--diagnostics.every_n_model_trainings", "1000000",
+    ]  # fmt: skip
+
+
+def _second_period_s(run_dir: Path) -> float:
+    from mbpo_pl.report import load_scalars
+
+    (folder,) = [p.parent for p in run_dir.rglob("events.out.tfevents.*") if not p.parent.name.startswith("seed_")]
+    epochs = load_scalars(folder)["time/epoch_s"]
+    return epochs[-1][1]
+
+
+def run_layout(population: int, separate: bool, precision: str, cores: int, random_steps: int) -> dict:
+    """One layout's figures: seed-env-steps/s over the second model-training period, peak RSS (MiB)."""
+    seeds = list(range(population))
+    with tempfile.TemporaryDirectory() as tmp:
+        if separate:
+            threads = max(1, cores // population)
+            commands = [_command(Path(tmp) / f"s{seed}", precision, threads, random_steps, seed) for seed in seeds]
+        else:
+            commands = [_command(Path(tmp) / "p", precision, cores, random_steps, seeds)]
+        processes = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                     for c in commands]  # fmt: skip
+        peak_kib = 0
+        for process in processes:
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            if process.returncode != 0:
+                raise SystemExit(f"{' '.join(process.args)} failed:\n{process.stderr.read()[-3000:]}")
+            peak_kib += usage.ru_maxrss
+        folders = [Path(tmp) / f"s{seed}" for seed in seeds] if separate else [Path(tmp) / "p"]
+        seconds = [_second_period_s(folder) for folder in folders]
+    steps = MODEL_TRAIN_FREQ * (1 if separate else population)  # seed-env-steps per period and process
+    throughput = sum(steps / s for s in seconds)
+    return {"population": population, "separate": separate, "precision": precision,
+            "seed_env_steps_per_s": throughput, "period_s": seconds, "peak_rss_mib": peak_kib / 1024}  # fmt: skip
+
+
+def filled_buffers_rss(population: int, obs_dim: int, act_dim: int, real: int, rollout_length: int) -> dict:
+    """Peak RSS (MiB) of a process holding a population's replay buffers (in memory) filled with ``real`` real
+    transitions each and the model transitions Hopper's schedule keeps at ``rollout_length``, against the estimate
+    the population's memory check makes (:func:`mbpo_pl.population.check_population_fits`). Run in a fresh
+    process."""
+    import resource
+
+    import torch
+
+    from mbpo_pl.population import transition_bytes
+    from mbpo_pl.replay import PopulationReplay
+    from mbpo_pl.rollout import make_transitions
+    from mbpo_pl.schedule import MBPOSchedule
+
+    schedule = MBPOSchedule(5000, MODEL_TRAIN_FREQ, 100_000, (20, 100, 1, 15), 1000, 1)
+    capacity = schedule.model_buffer_capacity(rollout_length)
+    replay = PopulationReplay(1_000_000, torch.device("cpu"), list(range(population)))
+    replay.resize_model(capacity)
+    chunk = 100_000
+    for seed in replay.seeds:
+        for buffer, count in ((seed.real, real), (seed.model, capacity)):
+            for start in range(0, count, chunk):
+                n = min(chunk, count - start)
+                buffer.extend(make_transitions(torch.randn(n, obs_dim), torch.rand(n, act_dim), torch.randn(n),
+                                               torch.randn(n, obs_dim), torch.zeros(n), torch.zeros(n)))  # fmt: skip
+    estimate = population * (1_000_000 + capacity) * transition_bytes(obs_dim, act_dim)
+    touched = population * (real + capacity) * transition_bytes(obs_dim, act_dim)
+    return {"population": population, "real": real, "rollout_length": rollout_length, "model_capacity": capacity,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "filled_mib": touched / 2**20, "check_estimate_mib": estimate / 2**20}  # fmt: skip
+
+
+def markdown(stored: dict) -> str:
+    lines = [
+        f"{stored['cpu']}, torch {stored['torch']}, {stored['cores']} cores, "
+        f"{stored['random_steps']:,} random steps then two {MODEL_TRAIN_FREQ}-step periods (the second timed)",
+        "",
+        "| precision | seeds | one process: seed-env-steps/s | separate processes | speed-up "
+        "| peak RSS one / separate (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for precision in stored["precisions"]:
+        for population in stored["seeds"]:
+            rows = {r["separate"]: r for r in stored["rows"]
+                    if r["precision"] == precision and r["population"] == population}  # fmt: skip
+            one, sep = rows.get(False), rows.get(True)
+            if one is None:
+                continue
+            ratio = f"{one['seed_env_steps_per_s'] / sep['seed_env_steps_per_s']:.2f}x" if sep else "-"
+            sep_rate = f"{sep['seed_env_steps_per_s']:.2f}" if sep else "-"
+            sep_rss = f"{sep['peak_rss_mib']:.0f}" if sep else "-"
+            lines.append(f"| {precision} | {population} | {one['seed_env_steps_per_s']:.2f} | {sep_rate} | {ratio} | "
+                         f"{one['peak_rss_mib']:.0f} / {sep_rss} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_block(path: Path, text: str, start: str = "<!-- population -->", end: str = "<!-- /population -->") -> None:
+    doc = path.read_text()
+    if start not in doc or end not in doc:
+        raise SystemExit(f"{path} has no {start} ... {end} block to replace")
+    head, rest = doc.split(start, 1)
+    path.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 4, 8], help="population sizes S")
+    parser.add_argument("--precisions", nargs="+", default=["bf16-mixed", "32-true"])
+    parser.add_argument("--separate-up-to", type=int, default=8, help="time separate processes up to this S")
+    parser.add_argument("--random-steps", type=int, default=2000)
+    parser.add_argument("--cores", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--memory",
+        type=int,
+        nargs=2,
+        metavar=("SEEDS", "REAL"),
+        default=None,
+        help="only the memory figure: S Hopper seeds' buffers filled to REAL real transitions each",
+    )
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--from-json", type=Path, default=None, help="print (or --write) a stored run's table")
+    parser.add_argument("--write", type=Path, default=None, help="replace the <!-- population --> block there")
+    args = parser.parse_args()
+    if args.from_json is not None:
+        text = markdown(json.loads(args.from_json.read_text()))
+        print(text)
+        if args.write is not None:
+            write_block(args.write, text)
+        return
+    if args.memory is not None:
+        population, real = args.memory
+        schedule_k = 14  # Hopper's rollout length at 100k env steps ([20, 100, 1, 15])
+        print(json.dumps(filled_buffers_rss(population, 11, 3, real, schedule_k), indent=1))
+        return
+    import torch
+
+    stored = {"cpu": cpu_model(), "torch": torch.__version__, "cores": args.cores, "random_steps": args.random_steps,
+              "seeds": args.seeds, "precisions": args.precisions, "rows": []}  # fmt: skip
+    for precision in args.precisions:
+        for population in args.seeds:
+            layouts = [False] + ([True] if population <= args.separate_up_to else [])
+            for separate in layouts:
+                start = time.perf_counter()
+                row = run_layout(population, separate, precision, args.cores, args.random_steps)
+                stored["rows"].append(row)
+                print(f"{precision:10s} S={population} {'separate' if separate else 'one process'}: "
+                      f"{row['seed_env_steps_per_s']:.2f} seed-env-steps/s, peak {row['peak_rss_mib']:.0f} MiB "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+                if args.json is not None:
+                    args.json.write_text(json.dumps(stored, indent=1))
+    print(markdown(stored))
+
+
+if __name__ == "__main__":
+    main()

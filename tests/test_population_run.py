@@ -1,0 +1,146 @@
+"""Several seeds in one process (``--seeds``): a run folder per seed, independence bit for bit, exact resume, a
+population of one as the one-agent run, the refusals, and the tools on a seed's folder."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tests_support import tiny_config_with_checkpoints
+
+from mbpo_pl.cli import main, run_cli
+from mbpo_pl.policy import load_policy
+from mbpo_pl.population import seed_state_dict
+from mbpo_pl.report import load_scalars
+
+TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
+
+
+def _fit(save_dir, *extra, total=300):
+    return main(["fit", "--config", TINY, "--trainer.logger.init_args.save_dir", str(save_dir),
+                 "--loop.total_env_steps", str(total), *extra])  # fmt: skip
+
+
+def _run_dir(save_dir) -> Path:
+    return Path(save_dir) / "tiny" / "version_0"
+
+
+def _seed_scalars(save_dir, seed):
+    """Every scalar a seed logged but the timings (``time/``: wall clock)."""
+    scalars = load_scalars(_run_dir(save_dir) / f"seed_{seed}")
+    return {tag: values for tag, values in scalars.items() if not tag.startswith("time/")}
+
+
+def _seed_params(cli, index):
+    """Seed ``index``'s slice of every population tensor (its own ensemble's tensors as they are)."""
+    params = {}
+    for name, value in cli.model.state_dict().items():
+        if name.startswith("dynamics.model.seeds."):
+            if name.startswith(f"dynamics.model.seeds.{index}."):
+                params[name.split(".", 4)[-1]] = value
+        else:
+            params[name] = value[index]
+    return params
+
+
+def test_each_seed_gets_a_complete_run_folder(tmp_path):
+    cli = _fit(tmp_path, "--seeds", "[0,1,2]")
+    run = _run_dir(tmp_path)
+    returns = []
+    for seed in (0, 1, 2):
+        folder = run / f"seed_{seed}"
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        assert config["seed_everything"] == seed and config["seeds"] is None  # the one-agent run it trains as
+        assert (folder / "provenance.yaml").is_file()
+        scalars = load_scalars(folder)
+        assert [step for step, _ in scalars["eval/return"]] == [200, 300]
+        assert {"train/critic_loss", "dynamics/holdout_mse_elites", "rollout/length"} <= scalars.keys()
+        returns.append([value for _, value in scalars["eval/return"]])
+    population = load_scalars(run)
+    means = [value for _, value in population["eval/return"]]
+    torch.testing.assert_close(torch.tensor(means), torch.tensor(returns).mean(0))
+    assert [v for _, v in population["eval/return_seed_min"]] == pytest.approx(torch.tensor(returns).min(0).values)
+    assert cli.model.run.last_eval_returns == pytest.approx([r[-1] for r in returns])
+    assert not (run / "seed_0" / "checkpoints").exists()  # one checkpoint for the whole population
+
+
+def test_a_seed_trains_bit_for_bit_as_if_the_others_were_not_there(tmp_path):
+    """Seeds 0 and 1 beside seed 2 or beside seed 7: their losses, returns and weights agree to the last bit."""
+    a = _fit(tmp_path / "a", "--seeds", "[0,1,2]")
+    b = _fit(tmp_path / "b", "--seeds", "[0,1,7]")
+    for index, seed in enumerate((0, 1)):
+        scalars_a, scalars_b = _seed_scalars(tmp_path / "a", seed), _seed_scalars(tmp_path / "b", seed)
+        assert scalars_a == scalars_b
+        for name, value in _seed_params(a, index).items():
+            assert torch.equal(value, _seed_params(b, index)[name]), name
+    assert _seed_scalars(tmp_path / "a", 2) != _seed_scalars(tmp_path / "b", 7)
+
+
+@pytest.mark.parametrize("storage", ["memory", "memmap"])
+def test_population_resume_continues_exactly(tmp_path, storage):
+    seeds = ["--seeds", "[3,5]", "--data.buffer_storage", storage]
+    uninterrupted = _fit(tmp_path / "a", *seeds)
+    _fit(tmp_path / "b", *seeds, "--trainer.enable_checkpointing", "true", total=200)
+    checkpoint = _run_dir(tmp_path / "b") / "checkpoints" / "epoch=1-step=100.ckpt"
+    resumed = _fit(tmp_path / "b", *seeds, "--ckpt_path", str(checkpoint))
+    for name, value in uninterrupted.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    for ours, theirs in zip(uninterrupted.datamodule.replay.seeds, resumed.datamodule.replay.seeds):
+        for buffer in ("real", "model"):
+            a, b = getattr(ours, buffer), getattr(theirs, buffer)
+            assert len(a) == len(b)
+            assert (a.storage[torch.arange(len(a))] == b.storage[torch.arange(len(b))]).all()
+    for seed in (3, 5):  # the resumed halves log what the uninterrupted run logged
+        assert _seed_scalars(tmp_path / "a", seed) == _seed_scalars(tmp_path / "b", seed)
+
+
+def test_a_population_of_one_is_the_one_agent_run(tmp_path):
+    lone = main(["--config", TINY, "--seed_everything", "4"], run=False).model
+    one = main(["--config", TINY, "--seed_everything", "0", "--seeds", "[4]"], run=False).model
+    assert one.population == 1
+    seed_view = seed_state_dict(one.state_dict(), 0, 1)  # the population's seed as a one-agent state dict
+    assert seed_view.keys() == lone.state_dict().keys()
+    for name, value in lone.state_dict().items():  # the same initial weights
+        assert torch.equal(seed_view[name], value), name
+    # the same training up to the batched kernels' rounding: the first model training and SAC epoch agree closely
+    _fit(tmp_path / "lone", "--seed_everything", "4", total=150)
+    _fit(tmp_path / "one", "--seeds", "[4]", total=150)
+    lone_scalars = load_scalars(_run_dir(tmp_path / "lone"))
+    one_scalars = _seed_scalars(tmp_path / "one", 4)
+    for tag in ("dynamics/holdout_mse_elites", "dynamics/train_loss", "train/critic_loss", "train/q", "rollout/length"):
+        torch.testing.assert_close(torch.tensor(one_scalars[tag]), torch.tensor(lone_scalars[tag]), rtol=1e-3,
+                                   atol=1e-5, msg=tag)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seeds", "[0,1,1]"], "repeats [1]"),
+        (["--seeds", "[]"], "at least one seed"),
+        (["--seeds", "[0,1]", "--trainer.devices", "2"], "one process on one device"),
+        (["--seeds", "[0,1]", "--data.real_buffer_size", "100000000000"], "train at most 0 seeds per process"),
+        (["--seeds", "[0,1]", "--model.dynamics.learn_termination", "true"], "learn_termination"),
+    ],
+)
+def test_what_a_population_cannot_train_is_refused_in_one_line(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--config", TINY, "--trainer.logger.init_args.save_dir", str(tmp_path), *extra])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1 and "Traceback" not in error
+
+
+def test_tools_read_a_seed_folder_as_a_one_agent_run(tmp_path):
+    config = tiny_config_with_checkpoints(tmp_path)  # save_last: the run folder's checkpoints/last.ckpt
+    cli = main(["fit", "--config", config, "--trainer.logger.init_args.save_dir", str(tmp_path), "--seeds", "[0,1]",
+                "--loop.total_env_steps", "200"])  # fmt: skip
+    run = tmp_path / "InvertedPendulum-v5" / "version_0"
+    policy = load_policy(run / "seed_1")
+    obs = torch.randn(5, 4)
+    expected = torch.tanh(cli.model.sac.actor.distribution_params(obs.expand(2, 5, 4))[0][1])
+    torch.testing.assert_close(policy(obs), expected * policy.action_high)  # InvertedPendulum: [-3, 3]
+    with pytest.raises(ValueError, match="give one seed's folder"):
+        load_policy(run)
+    with pytest.raises(SystemExit) as exit_info:  # resuming one seed of a population is refused
+        run_cli(["fit", "--config", config, "--ckpt_path", str(run / "seed_1")])
+    assert exit_info.value.code == 2
