@@ -117,10 +117,11 @@ def table(results_dir: Path, reference_dir: Path = REFERENCE_DIR) -> str:
     for env_id, by_algorithm in grouped.items():
         for algorithm in ("MBPO", "SAC"):
             published = published_curves(algorithm, env_id, reference_dir)
-            runs = by_algorithm.get(algorithm, [])
-            if runs:
-                lines.append(_our_row(env_id, algorithm, runs, published))
-            elif published is not None:
+            # the algorithm's one-agent runs, then its seeds trained as populations (their own rows)
+            variants = sorted(a for a in by_algorithm if a == algorithm or a.startswith(f"{algorithm}, "))
+            for variant in variants:
+                lines.append(_our_row(env_id, variant, by_algorithm[variant], published))
+            if not variants and published is not None:
                 lines.append("| " + " | ".join([env_id, algorithm, "no run yet"] + ["—"] * 8) + " |")
             if published is not None:
                 lines.append(_published_row(env_id, published))

@@ -80,6 +80,9 @@ def export(
         "hardware": hardware or f"{this_machine()}" + (f", {threads} torch thread(s)" if threads else ""),
         "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest()[:16] if config_file.is_file() else None,
     }
+    population = _population_seeds(run_dirs[-1])
+    if population is not None:  # a seed of a population run (--seeds): trained beside these seeds in one process
+        entry["population"] = population
     if starts:
         entry["commits"] = list(dict.fromkeys(start["commit"] for start in starts))
         entry["starts"] = starts
@@ -90,6 +93,14 @@ def export(
     manifest[output.name] = {**{k: v for k, v in manifest.get(output.name, {}).items() if k not in entry}, **entry}
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=True, width=110))
     return output
+
+
+def _population_seeds(run_dir: Path) -> list[int] | None:
+    """The seeds of the population a seed folder (``<run>/seed_<s>``) belongs to, from the run's ``config.yaml``."""
+    parent_config = run_dir.parent / "config.yaml"
+    if not run_dir.name.startswith("seed_") or not parent_config.is_file():
+        return None
+    return yaml.safe_load(parent_config.read_text()).get("seeds")
 
 
 def read_curve(path: Path) -> list[tuple[int, float, float]]:
@@ -116,7 +127,10 @@ class Run:
 
     @property
     def algorithm(self) -> str:
-        return self.meta.get("algorithm", "MBPO")
+        """``MBPO`` or ``SAC``; a population's seed: ``MBPO, 4 seeds in one process`` (its own rows and band)."""
+        algorithm = self.meta.get("algorithm", "MBPO")
+        population = self.meta.get("population")
+        return algorithm if population is None else f"{algorithm}, {len(population)} seeds in one process"
 
     @property
     def returns(self) -> Curve:

@@ -78,11 +78,11 @@ def test_population_statistics_and_temperatures_are_per_seed():
     assert not torch.equal(sac.log_alpha[0], sac.log_alpha[1])  # each temperature follows its own seed's entropy
 
 
-def test_the_training_loop_refuses_a_population(logdir):
+def test_a_population_set_on_one_child_alone_is_refused(logdir):
     from pathlib import Path
 
     tiny = str(Path(__file__).parent / "conf" / "tiny.yaml")
-    with pytest.raises(ValueError, match="model.sac.population=2: the MBPO training loop trains one agent"):
+    with pytest.raises(ValueError, match="model.sac.population=2 but the dynamics model is for None seed"):
         main(["--config", tiny, "--model.sac.population", "2"], run=False)
 
 

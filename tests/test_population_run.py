@@ -12,6 +12,7 @@ from mbpo_pl.cli import main, run_cli
 from mbpo_pl.policy import load_policy
 from mbpo_pl.population import seed_state_dict
 from mbpo_pl.report import load_scalars
+from mbpo_pl.run_curves import export, load_runs
 
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
 
@@ -141,6 +142,11 @@ def test_tools_read_a_seed_folder_as_a_one_agent_run(tmp_path):
     torch.testing.assert_close(policy(obs), expected * policy.action_high)  # InvertedPendulum: [-3, 3]
     with pytest.raises(ValueError, match="give one seed's folder"):
         load_policy(run)
+    export([run / "seed_1"], tmp_path / "results" / "x_seed1.csv")  # its curve, as any run's
+    (exported,) = load_runs(tmp_path / "results")
+    assert exported.meta["seed"] == 1 and exported.meta["population"] == [0, 1]
+    assert exported.algorithm == "MBPO, 2 seeds in one process"  # its own rows beside the one-agent runs
+    assert [step for step, _, _ in exported.curve] == [200]
     with pytest.raises(SystemExit) as exit_info:  # resuming one seed of a population is refused
         run_cli(["fit", "--config", config, "--ckpt_path", str(run / "seed_1")])
     assert exit_info.value.code == 2
