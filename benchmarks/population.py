@@ -4,14 +4,15 @@ Every layout runs the real command (``python -m mbpo_pl fit --config conf/hopper
 settings: G = 20 SAC updates per env step, a 7-member ensemble retrained every 250 env steps on all real data,
 100,000-start rollouts) from ``--random-steps`` random env steps to two model-training periods (250 env steps each)
 later, and takes the second period's wall time as its figure (``time/epoch_s`` of the run's logs: model training,
-rollouts, env steps, SAC updates and evaluations are all in it; no evaluation falls inside). A population's figure
-is one process with all the cores' threads; the separate layout starts S one-agent processes together, the cores'
-threads split among them (at least one each), and sums their throughputs. Printed per layout: aggregate
-seed-env-steps/s (env steps of all seeds per second of wall time), the population's speed-up over the separate
-processes, and peak memory (the population's process; the sum over the separate processes), in fp32 and
-bf16-mixed, all in one sitting.
+rollouts, env steps, SAC updates and evaluations are all in it; no evaluation falls inside). Three layouts of S
+seeds: one process training the population with all the cores' threads; ``split``: one one-thread process per
+core, each training a population of S / cores seeds (two runs with ``--seeds`` halves); ``separate``: S one-agent
+processes started together, the cores' threads split among them (at least one each). Printed per layout:
+aggregate seed-env-steps/s (env steps of all seeds per second of wall time, summed over the layout's processes),
+the ratio to the separate processes, and peak memory (summed over the processes), in the precisions asked for,
+all in one sitting.
 
-    python benchmarks/population.py --seeds 1 2 4 8 --json benchmarks/population_cpu2.json
+    python benchmarks/population.py --seeds 1 2 4 --json benchmarks/population_cpu2.json
     python benchmarks/population.py --from-json benchmarks/population_cpu2.json --write docs/speed.md
 
 This is the loop early in a run (a few thousand real transitions, rollout length 1); late in a run model training
@@ -61,15 +62,26 @@ def _second_period_s(run_dir: Path) -> float:
     return epochs[-1][1]
 
 
-def run_layout(population: int, separate: bool, precision: str, cores: int, random_steps: int) -> dict:
-    """One layout's figures: seed-env-steps/s over the second model-training period, peak RSS (MiB)."""
+LAYOUTS = ("one process", "split", "separate")
+
+
+def run_layout(population: int, layout: str, precision: str, cores: int, random_steps: int) -> dict:
+    """One layout's figures: seed-env-steps/s over the second model-training period, peak RSS (MiB; summed over
+    the layout's processes). ``one process``: a population of all seeds with ``cores`` threads; ``split``: ``cores``
+    one-thread processes, each a population of ``population / cores`` seeds; ``separate``: ``population`` one-agent
+    processes, the threads split among them (at least one each)."""
     seeds = list(range(population))
     with tempfile.TemporaryDirectory() as tmp:
-        if separate:
+        if layout == "separate":
             threads = max(1, cores // population)
-            commands = [_command(Path(tmp) / f"s{seed}", precision, threads, random_steps, seed) for seed in seeds]
+            groups: list[list[int] | int] = seeds
+        elif layout == "split":
+            threads, size = 1, population // cores
+            groups = [seeds[i : i + size] for i in range(0, population, size)]
         else:
-            commands = [_command(Path(tmp) / "p", precision, cores, random_steps, seeds)]
+            threads, groups = cores, [seeds]
+        folders = [Path(tmp) / f"p{i}" for i in range(len(groups))]
+        commands = [_command(f, precision, threads, random_steps, g) for f, g in zip(folders, groups)]
         processes = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                      for c in commands]  # fmt: skip
         peak_kib = 0
@@ -79,11 +91,10 @@ def run_layout(population: int, separate: bool, precision: str, cores: int, rand
             if process.returncode != 0:
                 raise SystemExit(f"{' '.join(process.args)} failed:\n{process.stderr.read()[-3000:]}")
             peak_kib += usage.ru_maxrss
-        folders = [Path(tmp) / f"s{seed}" for seed in seeds] if separate else [Path(tmp) / "p"]
         seconds = [_second_period_s(folder) for folder in folders]
-    steps = MODEL_TRAIN_FREQ * (1 if separate else population)  # seed-env-steps per period and process
-    throughput = sum(steps / s for s in seconds)
-    return {"population": population, "separate": separate, "precision": precision,
+    sizes = [len(g) if isinstance(g, list) else 1 for g in groups]
+    throughput = sum(MODEL_TRAIN_FREQ * size / s for size, s in zip(sizes, seconds))
+    return {"population": population, "layout": layout, "precision": precision, "threads": threads,
             "seed_env_steps_per_s": throughput, "period_s": seconds, "peak_rss_mib": peak_kib / 1024}  # fmt: skip
 
 
@@ -124,22 +135,31 @@ def markdown(stored: dict) -> str:
         f"{stored['cpu']}, torch {stored['torch']}, {stored['cores']} cores, "
         f"{stored['random_steps']:,} random steps then two {MODEL_TRAIN_FREQ}-step periods (the second timed)",
         "",
-        "| precision | seeds | one process: seed-env-steps/s | separate processes | speed-up "
-        "| peak RSS one / separate (MiB) |",
-        "|---|---|---|---|---|---|",
+        "| precision | seeds | layout | seed-env-steps/s | vs S separate processes | vs the best separate layout "
+        "| peak RSS (MiB, all processes) |",
+        "|---|---|---|---|---|---|---|",
     ]
+    describe = {"one process": "1 process x {c} threads, population of {s}",
+                "split": "{c} processes x 1 thread, population of {h} each",
+                "separate": "{s} process(es) x {t} thread(s), one agent each"}  # fmt: skip
     for precision in stored["precisions"]:
+        # the most seed-env-steps/s any number of separate one-agent processes gave (e.g. two at a time)
+        best = max(r["seed_env_steps_per_s"] for r in stored["rows"]
+                   if r["precision"] == precision and r["layout"] == "separate")  # fmt: skip
         for population in stored["seeds"]:
-            rows = {r["separate"]: r for r in stored["rows"]
+            rows = {r["layout"]: r for r in stored["rows"]
                     if r["precision"] == precision and r["population"] == population}  # fmt: skip
-            one, sep = rows.get(False), rows.get(True)
-            if one is None:
-                continue
-            ratio = f"{one['seed_env_steps_per_s'] / sep['seed_env_steps_per_s']:.2f}x" if sep else "-"
-            sep_rate = f"{sep['seed_env_steps_per_s']:.2f}" if sep else "-"
-            sep_rss = f"{sep['peak_rss_mib']:.0f}" if sep else "-"
-            lines.append(f"| {precision} | {population} | {one['seed_env_steps_per_s']:.2f} | {sep_rate} | {ratio} | "
-                         f"{one['peak_rss_mib']:.0f} / {sep_rss} |")  # fmt: skip
+            base = rows.get("separate")
+            for layout in LAYOUTS:
+                row = rows.get(layout)
+                if row is None:
+                    continue
+                ratio = f"{row['seed_env_steps_per_s'] / base['seed_env_steps_per_s']:.2f}x" if base else "-"
+                text = describe[layout].format(c=stored["cores"], s=population, h=population // stored["cores"],
+                                               t=row["threads"])  # fmt: skip
+                rate = row["seed_env_steps_per_s"]
+                lines.append(f"| {precision} | {population} | {text} | {rate:.2f} | {ratio} | {rate / best:.2f}x | "
+                             f"{row['peak_rss_mib']:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -187,12 +207,16 @@ def main() -> None:
               "seeds": args.seeds, "precisions": args.precisions, "rows": []}  # fmt: skip
     for precision in args.precisions:
         for population in args.seeds:
-            layouts = [False] + ([True] if population <= args.separate_up_to else [])
-            for separate in layouts:
+            layouts = ["one process"]
+            if population >= args.cores and population % args.cores == 0 and population > 1:
+                layouts.append("split")
+            if population <= args.separate_up_to:
+                layouts.append("separate")
+            for layout in layouts:
                 start = time.perf_counter()
-                row = run_layout(population, separate, precision, args.cores, args.random_steps)
+                row = run_layout(population, layout, precision, args.cores, args.random_steps)
                 stored["rows"].append(row)
-                print(f"{precision:10s} S={population} {'separate' if separate else 'one process'}: "
+                print(f"{precision:10s} S={population} {layout}: "
                       f"{row['seed_env_steps_per_s']:.2f} seed-env-steps/s, peak {row['peak_rss_mib']:.0f} MiB "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
                 if args.json is not None:

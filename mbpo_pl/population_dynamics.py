@@ -76,16 +76,16 @@ class PopulationDynamicsModule(DynamicsModule):
         epochs = torch.zeros(population, dtype=torch.long)
         loss_sums, steps = torch.zeros(population, device=device), torch.zeros(population, device=device)
         while any(active):
-            mask = torch.tensor(active, device=device)
-            epoch_loss, epoch_steps = self._run_population_epoch(train_in, train_tg, bootstrap, active, generators)
-            loss_sums += epoch_loss
-            steps += epoch_steps * mask
-            epochs += mask.cpu()
-            mse = self.holdout_mse(holdout_in, holdout_tg)  # [S, E]
+            training = [s for s in range(population) if active[s]]  # only these seeds compute this epoch
+            epoch_loss, epoch_steps = self._run_population_epoch(train_in, train_tg, bootstrap, training, generators)
+            loss_sums[training] += epoch_loss
+            steps[training] += epoch_steps
+            epochs[training] += 1
+            mse = self._holdout_mse(holdout_in[training], holdout_tg[training], training)  # [len(training), E]
             self._check_finite(loss_sums.sum(), mse, int(epochs.max()), num_train)
-            for s in range(population):
+            for s, seed_mse in zip(training, mse):
                 capped = self.max_epochs_per_train is not None and int(epochs[s]) >= self.max_epochs_per_train
-                if active[s] and (best[s].update(mse[s]) or capped):
+                if best[s].update(seed_mse) or capped:
                     active[s] = False
         for seed_best in best:
             seed_best.restore()
@@ -99,31 +99,34 @@ class PopulationDynamicsModule(DynamicsModule):
             "num_holdout": torch.tensor(holdout_in.shape[1]),
         }
 
-    def _run_population_epoch(self, train_in: Tensor, train_tg: Tensor, bootstrap: Tensor, active: list[bool],
+    @torch.no_grad()
+    def _holdout_mse(self, inputs: Tensor, targets: Tensor, seeds: list[int]) -> Tensor:
+        """:meth:`holdout_mse` of ``seeds`` only (``inputs [len(seeds), N, O+A]``): ``[len(seeds), E]``."""
+        inputs = inputs.unsqueeze(-3).expand(*inputs.shape[:-2], self.model.ensemble_size, *inputs.shape[-2:])
+        mean, _ = self.model(inputs, seeds=seeds)
+        return (mean - targets.unsqueeze(-3)).square().mean(dim=(-2, -1))
+
+    def _run_population_epoch(self, train_in: Tensor, train_tg: Tensor, bootstrap: Tensor, training: list[int],
                               generators: list[torch.Generator]) -> tuple[Tensor, int]:  # fmt: skip
-        """One pass of every active seed over its bootstrap resamples in a fresh order (drawn from its generator; a
-        frozen seed draws nothing and gets no update). Returns each seed's summed minibatch losses ``[S]`` (zero for
-        frozen seeds) and the number of minibatches."""
-        population, ensemble_size, num_train = bootstrap.shape
+        """One pass of the ``training`` seeds over their bootstrap resamples in a fresh order (drawn from their
+        generators); the other (frozen) seeds draw nothing, compute nothing and get no update. Returns the training
+        seeds' summed minibatch losses ``[len(training)]`` and the number of minibatches."""
+        _, ensemble_size, num_train = bootstrap.shape
         orders = []
-        for s in range(population):
-            if active[s]:
-                shuffle = torch.rand(ensemble_size, num_train, device=train_in.device, generator=generators[s])
-                orders.append(bootstrap[s].gather(1, shuffle.argsort(dim=1)))
-            else:
-                orders.append(bootstrap[s])
-        epoch_in = torch.stack([train_in[s][order] for s, order in enumerate(orders)])  # [S, E, N_train, D]
-        epoch_tg = torch.stack([train_tg[s][order] for s, order in enumerate(orders)])
-        frozen = [p for s, seed in enumerate(self.model.seeds) if not active[s] for p in seed.parameters()]
-        mask = torch.tensor(active, device=train_in.device)
+        for s in training:
+            shuffle = torch.rand(ensemble_size, num_train, device=train_in.device, generator=generators[s])
+            orders.append(bootstrap[s].gather(1, shuffle.argsort(dim=1)))
+        epoch_in = torch.stack([train_in[s][order] for s, order in zip(training, orders)])  # [S', E, N_train, D]
+        epoch_tg = torch.stack([train_tg[s][order] for s, order in zip(training, orders)])
+        frozen = [p for s, seed in enumerate(self.model.seeds) if s not in training for p in seed.parameters()]
         (optimizer,) = own_optimizers(self)
-        loss_sums, minibatches = torch.zeros(population, device=train_in.device), 0
+        loss_sums, minibatches = torch.zeros(len(training), device=train_in.device), 0
         for start in range(0, num_train, self.batch_size):
             batch = slice(start, start + self.batch_size)
-            mean, logvar = self.model(epoch_in[:, :, batch])
+            mean, logvar = self.model(epoch_in[:, :, batch], seeds=training)
             per_seed = gaussian_nll(mean, logvar, epoch_tg[:, :, batch]).sum(-1)
-            per_seed = per_seed + self.logvar_bound_weight * self.model.logvar_bound_loss()  # [S]
+            per_seed = per_seed + self.logvar_bound_weight * self.model.logvar_bound_loss(training)  # [S']
             optimizer_step(self, optimizer, per_seed.sum(), self._trainer is not None, skip=frozen)
-            loss_sums += per_seed.detach() * mask
+            loss_sums += per_seed.detach()
             minibatches += 1
         return loss_sums, minibatches

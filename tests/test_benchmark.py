@@ -116,3 +116,19 @@ def test_speed_doc_population_table_is_generated_from_the_committed_json():
     speed = (BENCHMARKS.parent / "docs" / "speed.md").read_text()
     block = speed.split("<!-- population-sac -->\n", 1)[1].split("\n<!-- /population-sac -->", 1)[0]
     assert block == text
+
+
+def test_speed_doc_whole_loop_population_table_is_generated_from_the_committed_json():
+    population = _load("population")
+    stored = json.loads((BENCHMARKS / "population_cpu2.json").read_text())
+    text = population.markdown(stored)
+    rows = [r for r in stored["rows"] if r["precision"] == "bf16-mixed"]
+    best = max(r["seed_env_steps_per_s"] for r in rows if r["layout"] == "separate")
+    split = next(r for r in rows if r["layout"] == "split" and r["population"] == 4)
+    separate = next(r for r in rows if r["layout"] == "separate" and r["population"] == 4)
+    ratio = split["seed_env_steps_per_s"] / separate["seed_env_steps_per_s"]
+    rate = split["seed_env_steps_per_s"]
+    assert f"| {rate:.2f} | {ratio:.2f}x | {rate / best:.2f}x |" in text
+    speed = (BENCHMARKS.parent / "docs" / "speed.md").read_text()
+    block = speed.split("<!-- population -->\n", 1)[1].split("\n<!-- /population -->", 1)[0]
+    assert block == text

@@ -31,12 +31,16 @@ class EnsemblePopulation(nn.Module):
                                        num_hidden_layers)  # fmt: skip
         object.__setattr__(self, "_batched", batched)  # not a submodule: nothing of it is saved or moved
 
-    def _stacked(self) -> dict[str, Tensor]:
-        states = [dict(chain(seed.named_parameters(), seed.named_buffers())) for seed in self.seeds]
+    def _stacked(self, seeds: list[int] | None = None) -> dict[str, Tensor]:
+        chosen = self.seeds if seeds is None else [self.seeds[s] for s in seeds]
+        states = [dict(chain(seed.named_parameters(), seed.named_buffers())) for seed in chosen]
         return {name: torch.stack([state[name] for state in states]) for name in states[0]}
 
-    def forward(self, inputs: Tensor, members: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return functional_call(self._batched, self._stacked(), (inputs,), {"members": members})
+    def forward(self, inputs: Tensor, members: Tensor | None = None, seeds: list[int] | None = None
+                ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """``seeds``: run only these seeds (``inputs [len(seeds), ...]``), e.g. those still training; their
+        tensors alone enter the computation, so the others get no gradient."""
+        return functional_call(self._batched, self._stacked(seeds), (inputs,), {"members": members})
 
     def forward_members(self, inputs: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
         return self(inputs, members)
@@ -45,6 +49,7 @@ class EnsemblePopulation(nn.Module):
     def normalizers(self) -> list[InputNormalizer]:
         return [seed.normalizer for seed in self.seeds]
 
-    def logvar_bound_loss(self) -> Tensor:
-        """Each seed's :meth:`GaussianEnsemble.logvar_bound_loss`, ``[S]``."""
-        return torch.stack([seed.logvar_bound_loss() for seed in self.seeds])
+    def logvar_bound_loss(self, seeds: list[int] | None = None) -> Tensor:
+        """Each seed's :meth:`GaussianEnsemble.logvar_bound_loss`, ``[S]`` (or of ``seeds`` only)."""
+        chosen = self.seeds if seeds is None else [self.seeds[s] for s in seeds]
+        return torch.stack([seed.logvar_bound_loss() for seed in chosen])
