@@ -28,22 +28,52 @@ def run_env_id(run_dir: Path) -> str:
     return yaml.safe_load(config.read_text()).get("data", {}).get("env_id", "unknown env")
 
 
+def population_seed_dirs(run_dir: Path) -> list[Path]:
+    """The seed folders (``seed_<s>/``) of a population run (``--seeds``), in seed order; ``[]`` for other runs."""
+    return sorted(run_dir.glob("seed_*/"), key=lambda p: int(p.name.split("_")[1]) if p.name[5:].isdigit() else -1)
+
+
+def seeds_band(curves: list[list[tuple[int, float]]]) -> list[tuple[float, SeedStats]]:
+    """Mean and sample std over seeds at every evaluation step all of ``curves`` logged."""
+    by_step = [dict(points) for points in curves]
+    steps = sorted(set.intersection(*(set(points) for points in by_step)))
+    band = []
+    for step in steps:
+        values = [points[step] for points in by_step]
+        std = statistics.stdev(values) if len(values) > 1 else None
+        band.append((float(step), SeedStats(statistics.fmean(values), std, len(values))))
+    return band
+
+
 def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> Path:
+    """Each run's curve; a population run (``--seeds``) as its seeds, thin, and their mean ± sample std."""
     curves: dict[str, list[tuple[str, list[tuple[int, float]]]]] = {}
+    bands: dict[str, list[tuple[str, list[tuple[float, SeedStats]]]]] = {}
     for run_dir in run_dirs:
         if not run_dir.is_dir():
             raise SystemExit(f"{run_dir}: no such run directory")
-        points = load_scalars(run_dir).get("eval/return", [])
-        if not points:
-            raise SystemExit(f"{run_dir}: no eval/return logged (is it a TensorBoard run directory of mbpo_pl?)")
-        curves.setdefault(run_env_id(run_dir), []).append(("/".join(run_dir.parts[-3:]), points))
-    return draw_curves(curves, output, title)
+        seed_dirs = population_seed_dirs(run_dir)
+        parts = [(d, f"{'/'.join(run_dir.parts[-3:])} {d.name}") for d in seed_dirs] or [
+            (run_dir, "/".join(run_dir.parts[-3:]))]  # fmt: skip
+        seed_curves = []
+        for folder, label in parts:
+            points = load_scalars(folder).get("eval/return", [])
+            if not points:
+                raise SystemExit(f"{folder}: no eval/return logged (is it a TensorBoard run directory of mbpo_pl?)")
+            curves.setdefault(run_env_id(run_dir), []).append((label, points))
+            seed_curves.append(points)
+        if seed_dirs:
+            label = f"{'/'.join(run_dir.parts[-3:])}: mean ± std over {len(seed_dirs)} seeds"
+            bands.setdefault(run_env_id(run_dir), []).append((label, seeds_band(seed_curves)))
+    return draw_curves(curves, output, title, bands)
 
 
 def draw_curves(
-    curves: dict[str, list[tuple[str, list[tuple[int, float]]]]], output: Path, title: str | None = None
-) -> Path:
-    """One panel per env id: each ``(label, [(env_step, return)])`` curve and the paper's MBPO band where known."""
+    curves: dict[str, list[tuple[str, list[tuple[int, float]]]]], output: Path, title: str | None = None,
+    bands: dict[str, list[tuple[str, list[tuple[float, SeedStats]]]]] | None = None,
+) -> Path:  # fmt: skip
+    """One panel per env id: each ``(label, [(env_step, return)])`` curve (thin where ``bands`` gives their
+    population's mean ± std band) and the paper's MBPO band where known."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,9 +81,13 @@ def draw_curves(
 
     figure, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
     for axis, (env_id, runs) in zip(axes[0], sorted(curves.items())):
+        env_bands = (bands or {}).get(env_id, [])
         for label, points in runs:
             steps, returns = zip(*points)
-            axis.plot(steps, returns, alpha=0.7 if len(runs) > 1 else 1.0, label=label)
+            thin = {"linewidth": 0.7, "alpha": 0.5} if env_bands else {"alpha": 0.7 if len(runs) > 1 else 1.0}
+            axis.plot(steps, returns, label=label, **thin)
+        for (label, band), colour in zip(env_bands, ("tab:blue", "tab:green", "tab:purple", "tab:red")):
+            _draw_band(axis, band, colour, label)
         published = published_curves("mbpo", env_id)
         if published is not None:
             _draw_band(axis, _published_band(published), "gray", "published MBPO (mean ± std)")

@@ -9,6 +9,7 @@ import yaml
 from tests_support import tiny_config_with_checkpoints
 
 from mbpo_pl.cli import main, run_cli
+from mbpo_pl.plot import plot_runs, seeds_band
 from mbpo_pl.policy import load_policy
 from mbpo_pl.population import seed_state_dict
 from mbpo_pl.report import load_scalars
@@ -63,6 +64,10 @@ def test_each_seed_gets_a_complete_run_folder(tmp_path):
     assert [v for _, v in population["eval/return_seed_min"]] == pytest.approx(torch.tensor(returns).min(0).values)
     assert cli.model.run.last_eval_returns == pytest.approx([r[-1] for r in returns])
     assert not (run / "seed_0" / "checkpoints").exists()  # one checkpoint for the whole population
+    band = seeds_band([load_scalars(run / f"seed_{seed}")["eval/return"] for seed in (0, 1, 2)])  # plot's view
+    assert [step for step, _ in band] == [200, 300] and [stats.n for _, stats in band] == [3, 3]
+    assert [stats.mean for _, stats in band] == pytest.approx(means)
+    assert plot_runs([run], tmp_path / "population.png").is_file()
 
 
 def test_a_seed_trains_bit_for_bit_as_if_the_others_were_not_there(tmp_path):
