@@ -188,13 +188,14 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--from-json", type=Path, default=None, help="print (or --write) a stored run's table")
-    parser.add_argument("--write", type=Path, default=None, help="replace the <!-- population --> block there")
+    parser.add_argument("--write", type=Path, default=None, help="replace the <!-- BLOCK --> block there")
+    parser.add_argument("--block", default="population", help="the marker name of that block (default: population)")
     args = parser.parse_args()
     if args.from_json is not None:
         text = markdown(json.loads(args.from_json.read_text()))
         print(text)
         if args.write is not None:
-            write_block(args.write, text)
+            write_block(args.write, text, f"<!-- {args.block} -->", f"<!-- /{args.block} -->")
         return
     if args.memory is not None:
         population, real = args.memory
