@@ -25,7 +25,7 @@ from mbpo_pl.errors import ConfigError
 from mbpo_pl.population_dynamics import PopulationDynamicsModule
 from mbpo_pl.sac import SACModule
 
-SEED_KEYS = "mbpo_population"  # the checkpoint entry: {"seeds": [...], "generators": [state, ...]}
+POPULATION_KEY = "mbpo_population"  # a population checkpoint's entry: {"seeds": [...], "generators": [state, ...]}
 
 
 def check_seeds(seeds: list[int]) -> list[int]:
@@ -132,8 +132,8 @@ def seed_checkpoint(checkpoint: Mapping[str, Any], index: int) -> dict[str, Any]
     """Seed ``index`` of a population's checkpoint as a one-agent checkpoint, for the tools that read a policy,
     a model or the real data (``export``, ``test``, ``diagnose``): its weights (:func:`seed_state_dict`) and its
     replay buffers. Not for resuming: optimizer states and the loop's state stay the population's."""
-    seeds = len(checkpoint[SEED_KEYS]["seeds"])
-    lone = {key: value for key, value in checkpoint.items() if key != SEED_KEYS}
+    seeds = len(checkpoint[POPULATION_KEY]["seeds"])
+    lone = {key: value for key, value in checkpoint.items() if key != POPULATION_KEY}
     lone["state_dict"] = seed_state_dict(checkpoint["state_dict"], index, seeds)
     for key, value in checkpoint.items():
         if isinstance(value, Mapping) and "population" in value and "buffer_storage" in value:  # the DataModule's

@@ -17,7 +17,7 @@ import torch
 from jsonargparse import Namespace
 
 from mbpo_pl.errors import ConfigError
-from mbpo_pl.population import SEED_KEYS, seed_checkpoint
+from mbpo_pl.population import POPULATION_KEY, seed_checkpoint
 
 RUN_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers with save_dir/name/version_N run folders
 
@@ -119,7 +119,7 @@ def read_agent_checkpoint(source: str | Path, option: str = "checkpoint") -> tup
     path = resolve_checkpoint(str(source.parent if seed is not None else source), None, option=option,
                               resuming=False)  # fmt: skip
     checkpoint = read_checkpoint(path, option=option)
-    population = checkpoint.get(SEED_KEYS)
+    population = checkpoint.get(POPULATION_KEY)
     if population is None:
         return path, checkpoint
     seeds = list(population["seeds"])

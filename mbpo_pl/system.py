@@ -19,7 +19,7 @@ from torch import Tensor
 
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.errors import ConfigError, NonFiniteError
-from mbpo_pl.population import SEED_KEYS, build_population, seed_generators
+from mbpo_pl.population import POPULATION_KEY, build_population, seed_generators
 from mbpo_pl.run_state import RunState
 from mbpo_pl.sac import SACModule
 from mbpo_pl.seed_loggers import SeedLoggers, scalar_values
@@ -103,7 +103,7 @@ class MBPO(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["mbpo_env"] = self.trainer.datamodule.env_spec.signature()  # the one record of the env
         if self.seeds is not None:
-            checkpoint[SEED_KEYS] = {"seeds": self.seeds, "generators": [g.get_state() for g in self.generators]}
+            checkpoint[POPULATION_KEY] = {"seeds": self.seeds, "generators": [g.get_state() for g in self.generators]}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Runs before the weights, buffers and callbacks are loaded: refuse a checkpoint of another env with a clear
@@ -111,7 +111,7 @@ class MBPO(LightningModule):
         # elsewhere).
         if self._trainer is not None and "mbpo_env" in checkpoint:
             self.trainer.datamodule.env_spec.check_checkpoint(checkpoint["mbpo_env"])
-        saved = checkpoint.get(SEED_KEYS)
+        saved = checkpoint.get(POPULATION_KEY)
         saved_seeds = None if saved is None else list(saved["seeds"])
         if saved_seeds != self.seeds:
 
