@@ -16,6 +16,7 @@ import yaml
 
 from mbpo_pl.basis import WINDOW, PublishedCurves, SeedStats, published_curves, smoothed
 from mbpo_pl.report import load_scalars
+from mbpo_pl.seed_loggers import seed_folders
 
 COLOURS = {"MBPO": "tab:blue", "SAC": "tab:orange"}
 
@@ -26,11 +27,6 @@ def run_env_id(run_dir: Path) -> str:
     if not config.is_file():
         return "unknown env"
     return yaml.safe_load(config.read_text()).get("data", {}).get("env_id", "unknown env")
-
-
-def population_seed_dirs(run_dir: Path) -> list[Path]:
-    """The seed folders (``seed_<s>/``) of a population run (``--seeds``), in seed order; ``[]`` for other runs."""
-    return sorted(run_dir.glob("seed_*/"), key=lambda p: int(p.name.split("_")[1]) if p.name[5:].isdigit() else -1)
 
 
 def seeds_band(curves: list[list[tuple[int, float]]]) -> list[tuple[float, SeedStats]]:
@@ -52,7 +48,7 @@ def plot_runs(run_dirs: list[Path], output: Path, title: str | None = None) -> P
     for run_dir in run_dirs:
         if not run_dir.is_dir():
             raise SystemExit(f"{run_dir}: no such run directory")
-        seed_dirs = population_seed_dirs(run_dir)
+        seed_dirs = seed_folders(run_dir)
         parts = [(d, f"{'/'.join(run_dir.parts[-3:])} {d.name}") for d in seed_dirs] or [
             (run_dir, "/".join(run_dir.parts[-3:]))]  # fmt: skip
         seed_curves = []

@@ -15,6 +15,7 @@ import yaml
 from mbpo_pl.basis import WINDOW, Curve, window_mean
 from mbpo_pl.provenance import PROVENANCE, this_machine
 from mbpo_pl.report import load_scalars
+from mbpo_pl.seed_loggers import seed_of
 
 RESULTS_DIR = Path("docs/results")
 MANIFEST = "runs.yaml"
@@ -98,7 +99,7 @@ def export(
 def _population_seeds(run_dir: Path) -> list[int] | None:
     """The seeds of the population a seed folder (``<run>/seed_<s>``) belongs to, from the run's ``config.yaml``."""
     parent_config = run_dir.parent / "config.yaml"
-    if not run_dir.name.startswith("seed_") or not parent_config.is_file():
+    if seed_of(run_dir) is None or not parent_config.is_file():
         return None
     return yaml.safe_load(parent_config.read_text()).get("seeds")
 

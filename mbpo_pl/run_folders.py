@@ -18,6 +18,7 @@ from jsonargparse import Namespace
 
 from mbpo_pl.errors import ConfigError
 from mbpo_pl.population import POPULATION_KEY, seed_checkpoint
+from mbpo_pl.seed_loggers import seed_of
 
 RUN_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers with save_dir/name/version_N run folders
 
@@ -104,9 +105,14 @@ def read_checkpoint(path: Path, option: str = "checkpoint", map_location: str | 
 def population_seed_folder(path: Path) -> int | None:
     """The seed of a population's seed folder (``<run>/seed_<s>``: no checkpoints of its own, the population's
     beside it), ``None`` for any other path."""
-    match = re.fullmatch(r"seed_(\d+)", path.name)
-    if match and path.is_dir() and not (path / "checkpoints").is_dir() and (path.parent / "checkpoints").is_dir():
-        return int(match.group(1))
+    seed = seed_of(path)
+    if (
+        seed is not None
+        and path.is_dir()
+        and not (path / "checkpoints").is_dir()
+        and (path.parent / "checkpoints").is_dir()
+    ):
+        return seed
     return None
 
 

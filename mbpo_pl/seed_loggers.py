@@ -7,6 +7,7 @@ a logger without folders (W&B) gets the seed's metrics under ``seed_<s>/`` keys.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,6 +36,17 @@ def scalar_values(metrics: Mapping[str, Tensor | float | int]) -> dict[str, floa
 
 def seed_folder(run_dir: Path | str, seed: int) -> Path:
     return Path(run_dir) / SEED_FOLDER.format(seed)
+
+
+def seed_of(folder: Path) -> int | None:
+    """The seed a folder named ``seed_<s>`` is for, ``None`` for any other name."""
+    match = re.fullmatch(r"seed_(\d+)", folder.name)
+    return int(match.group(1)) if match else None
+
+
+def seed_folders(run_dir: Path) -> list[Path]:
+    """A population run's seed folders, in seed order (``[]`` for a one-agent run)."""
+    return sorted((p for p in run_dir.iterdir() if p.is_dir() and seed_of(p) is not None), key=seed_of)
 
 
 class SeedLoggers:
