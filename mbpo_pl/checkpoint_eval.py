@@ -55,9 +55,14 @@ def summary_table(policy: Policy, evaluations: list[PolicyEvaluation]) -> Table:
 
 def record_path(checkpoint: Path, env_steps: int | None) -> Path:
     """``<run>/test/<checkpoint stem>-env_steps=<N>.json`` (``-2``, ``-3``, ... when taken), beside the checkpoints
-    of a run folder, else beside the file."""
-    folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    stem = f"{checkpoint.stem}-env_steps={env_steps if env_steps is not None else 'unknown'}"
+    of a run folder, else beside the file; for a population seed's folder (``<run>/seed_<s>``), in that folder
+    (``<run>/seed_<s>/test/last-env_steps=<N>.json``)."""
+    if checkpoint.is_dir():  # a population seed's folder: its policy is cut out of the population's last.ckpt
+        folder, name = checkpoint, "last"
+    else:
+        folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+        name = checkpoint.stem
+    stem = f"{name}-env_steps={env_steps if env_steps is not None else 'unknown'}"
     path, number = folder / "test" / f"{stem}.json", 1
     while path.exists():
         number += 1

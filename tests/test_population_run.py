@@ -1,6 +1,7 @@
 """Several seeds in one process (``--seeds``): a run folder per seed, independence bit for bit, exact resume, a
 population of one as the one-agent run, the refusals, and the tools on a seed's folder."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,9 @@ def test_tools_read_a_seed_folder_as_a_one_agent_run(tmp_path):
     assert exported.meta["seed"] == 1 and exported.meta["population"] == [0, 1]
     assert exported.algorithm == "MBPO, 2 seeds in one process"  # its own rows beside the one-agent runs
     assert [step for step, _, _ in exported.curve] == [200]
+    main(["test", "--config", config, "--ckpt_path", str(run / "seed_1"), "--eval.num_episodes", "1"])
+    (record,) = (run / "seed_1" / "test").glob("last-env_steps=200.json")  # the seed's test, in its own folder
+    assert json.loads(record.read_text())["env_steps"] == 200
     with pytest.raises(SystemExit) as exit_info:  # resuming one seed of a population is refused
         run_cli(["fit", "--config", config, "--ckpt_path", str(run / "seed_1")])
     assert exit_info.value.code == 2
