@@ -159,3 +159,15 @@ def test_tools_read_a_seed_folder_as_a_one_agent_run(tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # resuming one seed of a population is refused
         run_cli(["fit", "--config", config, "--ckpt_path", str(run / "seed_1")])
     assert exit_info.value.code == 2
+
+
+def test_the_progress_bar_shows_the_seeds_mean_min_and_max_return():
+    from types import SimpleNamespace
+
+    from callbacks.progress import MBPOProgressBar
+    from mbpo_pl.run_state import RunState
+
+    run = RunState(seeds=[0, 1, 2], total_env_steps=1000, env_steps=500, last_eval_return=20.0,
+                   last_eval_returns=[10.0, 20.0, 30.0])  # fmt: skip
+    metrics = MBPOProgressBar().get_metrics(None, SimpleNamespace(run=run))
+    assert metrics["eval"] == "20.0 [10.0, 30.0]" and metrics["env_steps"] == "500/1000"
