@@ -172,10 +172,12 @@ class DynamicsModule(LightningModule):
         return {"loss": total.detach()}
 
     @torch.no_grad()
-    def holdout_mse(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        """Each member's mean-prediction MSE ``[..., E]`` on ``inputs [..., N, O+A]``, ``targets [..., N, 1+O]``."""
+    def holdout_mse(self, inputs: Tensor, targets: Tensor, **model_kwargs: object) -> Tensor:
+        """Each member's mean-prediction MSE ``[..., E]`` on ``inputs [..., N, O+A]``, ``targets [..., N, 1+O]``
+        (``model_kwargs``: passed to the model, e.g. a population's ``seeds``)."""
         inputs = inputs.unsqueeze(-3)
-        mean, _ = self.model(inputs.expand(*inputs.shape[:-3], self.model.ensemble_size, *inputs.shape[-2:]))
+        mean, _ = self.model(inputs.expand(*inputs.shape[:-3], self.model.ensemble_size, *inputs.shape[-2:]),
+                             **model_kwargs)  # fmt: skip
         return (mean - targets.unsqueeze(-3)).square().mean(dim=(-2, -1))
 
     def _member_tensors(self) -> list[Tensor]:

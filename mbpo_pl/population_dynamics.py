@@ -81,7 +81,7 @@ class PopulationDynamicsModule(DynamicsModule):
             loss_sums[training] += epoch_loss
             steps[training] += epoch_steps
             epochs[training] += 1
-            mse = self._holdout_mse(holdout_in[training], holdout_tg[training], training)  # [len(training), E]
+            mse = self.holdout_mse(holdout_in[training], holdout_tg[training], seeds=training)  # [len(training), E]
             self._check_finite(loss_sums.sum(), mse, int(epochs.max()), num_train)
             for s, seed_mse in zip(training, mse):
                 capped = self.max_epochs_per_train is not None and int(epochs[s]) >= self.max_epochs_per_train
@@ -98,13 +98,6 @@ class PopulationDynamicsModule(DynamicsModule):
             "num_train": torch.tensor(num_train),
             "num_holdout": torch.tensor(holdout_in.shape[1]),
         }
-
-    @torch.no_grad()
-    def _holdout_mse(self, inputs: Tensor, targets: Tensor, seeds: list[int]) -> Tensor:
-        """:meth:`holdout_mse` of ``seeds`` only (``inputs [len(seeds), N, O+A]``): ``[len(seeds), E]``."""
-        inputs = inputs.unsqueeze(-3).expand(*inputs.shape[:-2], self.model.ensemble_size, *inputs.shape[-2:])
-        mean, _ = self.model(inputs, seeds=seeds)
-        return (mean - targets.unsqueeze(-3)).square().mean(dim=(-2, -1))
 
     def _run_population_epoch(self, train_in: Tensor, train_tg: Tensor, bootstrap: Tensor, training: list[int],
                               generators: list[torch.Generator]) -> tuple[Tensor, int]:  # fmt: skip
