@@ -171,16 +171,16 @@ class MBPOLoop(Callback):
             )
 
     def _population_env_step(self, trainer: Trainer, pl_module: MBPO, random: bool) -> None:
-        device = pl_module.device
+        device, training = pl_module.device, self.run.training_seeds  # a stopped seed's env stays where it stopped
         obs = torch.stack([runner.observation(device) for runner in self.runners])  # [S, O]
         if random:
             actions = torch.stack([runner.random_action(device) for runner in self.runners])
         else:
             actions = pl_module.sac.actor.act(obs.unsqueeze(1), generators=pl_module.generators).squeeze(1)
-        steps = [runner.advance(o, a) for runner, o, a in zip(self.runners, obs, actions)]
-        trainer.datamodule.add_real(torch.stack([transition for transition, _ in steps]))  # [S, 1]
+        steps = {index: self.runners[index].advance(obs[index], actions[index]) for index in training}
+        trainer.datamodule.add_real(torch.stack([transition for transition, _ in steps.values()]), training)  # [S', 1]
         self.run.env_steps += self.run.world_size
-        for index, (_, ended) in enumerate(steps):
+        for index, (_, ended) in steps.items():
             if ended is not None:
                 pl_module.log_seed_metrics(
                     index, {"train/episode_return": ended["return"], "train/episode_length": ended["length"]},
@@ -194,8 +194,15 @@ class MBPOLoop(Callback):
         # The Trainer's precision (e.g. `--trainer.precision bf16-mixed`) covers model training and rollouts too,
         # not only the SAC updates in `training_step`.
         run, dynamics, actor, generators = self.run, pl_module.dynamics, pl_module.sac.actor, pl_module.generators
+        seeds = None if generators is None else run.training_seeds
         with run.clock.timed("model_train"), trainer.precision_plugin.forward_context():
-            stats = train_dynamics(dynamics, data, generators)
+            stats = train_dynamics(dynamics, data, generators, seeds)
+        if seeds is not None and bool(stats["failed"].any()):  # those seeds stop; the others roll out and go on
+            failed = [seed for seed, bad in zip(seeds, stats["failed"].tolist()) if bad]
+            pl_module.stop_seeds(failed, "the dynamics model's training loss or holdout MSE became non-finite.")
+            keep = [position for position, bad in enumerate(stats["failed"].tolist()) if not bad]
+            stats = {key: value[keep] if value.dim() > 0 else value for key, value in stats.items()}
+            seeds = run.training_seeds
         run.model_trainings += 1
         run.rollout_length = self.schedule.rollout_length(run.env_steps)
         with run.clock.timed("rollout"), trainer.precision_plugin.forward_context():
@@ -204,8 +211,9 @@ class MBPOLoop(Callback):
                 metrics = model_data_metrics(stats, dynamics.elites, result, data, run.rollout_length)
             else:
                 results = refill_population_model_buffers(data, dynamics, actor, self.termination_fn,
-                                                           run.rollout_length, generators)  # fmt: skip
-                metrics = population_model_data_metrics(stats, dynamics.elites, results, data, run.rollout_length)
+                                                           run.rollout_length, generators, seeds)  # fmt: skip
+                metrics = population_model_data_metrics(stats, dynamics.elites, results, data, run.rollout_length,
+                                                         seeds)  # fmt: skip
         pl_module.log_metrics(metrics, self.env_steps)
 
     # ------------------------------------------------------------------ hooks

@@ -127,16 +127,19 @@ class Evaluation(Callback):
         return evaluate_policy(self._policy(pl_module, seed_index), self.env, self.num_episodes, self.seed)
 
     def _evaluate_run(self, pl_module: LightningModule) -> dict[str, float]:
-        """Evaluate and log; returns the figures every rank's callbacks see (a population's: its mean over seeds
-        as ``eval/return``, with ``eval/return_seed_min`` and ``_max``)."""
+        """Evaluate and log; returns the figures every rank's callbacks see (a population's: its mean over the
+        seeds still training as ``eval/return``, with ``eval/return_seed_min`` and ``_max``)."""
         if pl_module.seeds is None:
             metrics = self.evaluate(pl_module).metrics("eval/")
             pl_module.log_metrics(metrics, pl_module.run.env_steps)
             return metrics
-        per_seed = [self.evaluate(pl_module, index).metrics("eval/") for index in range(len(pl_module.seeds))]
-        stacked = {key: torch.tensor([m[key] for m in per_seed]) for key in per_seed[0]}
+        training = pl_module.run.training_seeds  # a stopped seed is not evaluated again
+        per_seed = {index: self.evaluate(pl_module, index).metrics("eval/") for index in training}
+        stacked = {key: torch.zeros(len(pl_module.seeds)) for key in per_seed[training[0]]}
+        for key, values in stacked.items():
+            values[training] = torch.tensor([per_seed[index][key] for index in training])
         pl_module.log_metrics(stacked, pl_module.run.env_steps)  # each seed's into its own folder
-        returns = stacked["eval/return"]
+        returns = stacked["eval/return"][training]
         summary = {"eval/return": float(returns.mean()), "eval/return_seed_min": float(returns.min()),
                    "eval/return_seed_max": float(returns.max())}  # fmt: skip
         pl_module.log_population_metrics(summary, pl_module.run.env_steps)

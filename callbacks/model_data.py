@@ -41,15 +41,21 @@ def check_batches_fit(data: MBPODataModule, schedule: MBPOSchedule, world_size: 
         )
 
 
-def train_dynamics(dynamics: DynamicsModule, data: MBPODataModule,
-                   generators: list[torch.Generator] | None = None) -> dict[str, Tensor]:  # fmt: skip
+def train_dynamics(dynamics: DynamicsModule, data: MBPODataModule, generators: list[torch.Generator] | None = None,
+                   seeds: list[int] | None = None) -> dict[str, Tensor]:  # fmt: skip
     """Fit the ensemble (and the learned termination, if any) on every stored real transition; a population's
-    ensembles each on its own seed's (``[S, N]``), drawing from ``generators[s]``."""
-    real = data.real_transitions().to(dynamics.elites.device)
+    ensembles of ``seeds`` (default: all) each on its own seed's (``[S', N]``), drawing from ``generators[s]``."""
+    if generators is None:
+        real = data.real_transitions().to(dynamics.elites.device)
+    else:
+        real = data.real_transitions(seeds).to(dynamics.elites.device)
     dataset = dynamics.make_dataset(
         real["observation"], real["action"], real["next", "reward"], real["next", "observation"]
     )  # fmt: skip
-    stats = dynamics.fit_ensemble(*dataset) if generators is None else dynamics.fit_ensemble(*dataset, generators)
+    if generators is None:
+        stats = dynamics.fit_ensemble(*dataset)
+    else:
+        stats = dynamics.fit_ensemble(*dataset, generators, seeds)
     if dynamics.learn_termination:
         stats.update(dynamics.fit_termination(real["next", "observation"], real["next", "terminated"]))
     return stats
@@ -72,15 +78,16 @@ def refill_model_buffer(
 
 def refill_population_model_buffers(
     data: MBPODataModule, dynamics: PopulationDynamicsModule, actor: TanhGaussianActor, termination_fn: TerminationFn,
-    rollout_length: int, generators: list[torch.Generator],
+    rollout_length: int, generators: list[torch.Generator], seeds: list[int] | None = None,
 ) -> list[RolloutResult]:  # fmt: skip
-    """:func:`refill_model_buffer` for every seed of a population: each seed's start states from its own real
-    buffer, rolled out through its own ensemble and policy (:func:`~mbpo_pl.rollout.population_rollouts`)."""
+    """:func:`refill_model_buffer` for the population's ``seeds`` (default: all): each seed's start states from its
+    own real buffer, rolled out through its own ensemble and policy (:func:`~mbpo_pl.rollout.population_rollouts`);
+    the other seeds' model buffers keep what they hold."""
     data.size_model_buffer(rollout_length)
-    start = data.sample_start_states(data.run.schedule.rollout_batch_size).to(dynamics.elites.device)
+    start = data.sample_start_states(data.run.schedule.rollout_batch_size, seeds).to(dynamics.elites.device)
     results = population_rollouts(dynamics.model, actor, dynamics.elites, termination_fn, start, rollout_length,
-                                  generators)  # fmt: skip
-    data.add_model([result.transitions for result in results])
+                                  generators, seeds)  # fmt: skip
+    data.add_model([result.transitions for result in results], seeds)
     return results
 
 
@@ -111,11 +118,22 @@ def model_data_metrics(
 
 
 def population_model_data_metrics(
-    stats: dict[str, Tensor], elites: Tensor, results: list[RolloutResult], data: MBPODataModule, rollout_length: int
+    stats: dict[str, Tensor], elites: Tensor, results: list[RolloutResult], data: MBPODataModule, rollout_length: int,
+    seeds: list[int] | None = None,
 ) -> dict[str, Tensor]:  # fmt: skip
-    """:func:`model_data_metrics` of every seed, each value stacked along a leading seed dimension."""
+    """:func:`model_data_metrics` of every seed of ``seeds`` (default: all; ``stats`` and ``results`` theirs, in that
+    order), each value stacked along a leading seed dimension of the whole population (a seed left out gets zeros,
+    which nothing logs)."""
+    population = len(data.replay.seeds)
+    seeds = list(range(population)) if seeds is None else list(seeds)
     per_seed = []
-    for index, (result, replay) in enumerate(zip(results, data.replay.seeds)):
-        own = {key: value[index] if value.dim() > 0 else value for key, value in stats.items()}
-        per_seed.append(model_data_metrics(own, elites[index], result, data, rollout_length, replay))
-    return {key: torch.stack([torch.as_tensor(m[key]) for m in per_seed]) for key in per_seed[0]}
+    for position, (index, result) in enumerate(zip(seeds, results, strict=True)):
+        own = {key: value[position] if value.dim() > 0 else value for key, value in stats.items()}
+        per_seed.append(model_data_metrics(own, elites[index], result, data, rollout_length, data.replay.seeds[index]))
+    metrics = {}
+    for key in per_seed[0]:
+        values = torch.stack([torch.as_tensor(m[key]) for m in per_seed])
+        full = values.new_zeros((population, *values.shape[1:]))
+        full[seeds] = values
+        metrics[key] = full
+    return metrics

@@ -39,6 +39,8 @@ class MBPOProgressBar(ProgressBar):
         if run.last_eval_returns is not None:  # a population: the seeds' mean, min and max
             returns = run.last_eval_returns
             metrics["eval"] = f"{sum(returns) / len(returns):.1f} [{min(returns):.1f}, {max(returns):.1f}]"
+            if run.stopped:
+                metrics["stopped"] = ",".join(str(run.seeds[index]) for index in sorted(run.stopped))
         elif run.last_eval_return is not None:
             metrics["eval"] = f"{run.last_eval_return:.1f}"
         if run.env_steps_per_s is not None:

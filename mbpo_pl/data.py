@@ -173,16 +173,19 @@ class MBPODataModule(LightningDataModule):
     def seed(self) -> int:
         return self.run.seed
 
-    def add_real(self, transitions: TensorDict) -> None:
-        self.replay.add_real(transitions)
+    def add_real(self, transitions: TensorDict, seeds: list[int] | None = None) -> None:
+        """``transitions [n]`` (a population: ``[S', n]``, row ``i`` of seed index ``seeds[i]``, default every seed)."""
+        self.replay.add_real(transitions, *self._of(seeds))
 
-    def real_transitions(self) -> TensorDict:
-        """Every stored real transition ``[N]``, in storage order (what the dynamics model trains on)."""
-        return self.replay.real_transitions()
+    def real_transitions(self, seeds: list[int] | None = None) -> TensorDict:
+        """Every stored real transition ``[N]``, in storage order (what the dynamics model trains on); a
+        population's ``[S', N]`` of the seed indices ``seeds`` (default: every seed)."""
+        return self.replay.real_transitions(*self._of(seeds))
 
-    def sample_start_states(self, count: int) -> Tensor:
-        """``count`` real observations ``[count, O]`` drawn uniformly (with replacement) as rollout start states."""
-        return self.replay.sample_start_states(count)
+    def sample_start_states(self, count: int, seeds: list[int] | None = None) -> Tensor:
+        """``count`` real observations ``[count, O]`` drawn uniformly (with replacement) as rollout start states (a
+        population's: ``[S', count, O]`` of the seed indices ``seeds``, default every seed)."""
+        return self.replay.sample_start_states(count, *self._of(seeds))
 
     def size_model_buffer(self, rollout_length: int) -> None:
         """Size the model buffer for rollouts of ``rollout_length`` steps as the run's schedule says
@@ -193,9 +196,16 @@ class MBPODataModule(LightningDataModule):
         """(Re)allocate the model buffer with ``capacity``, keeping the most recent transitions that fit."""
         self.replay.resize_model(capacity)
 
-    def add_model(self, transitions: TensorDict | list[TensorDict]) -> None:
-        """``transitions [M]`` (a population: one ``[M_s]`` per seed) into the model buffer(s)."""
-        self.replay.add_model(transitions)
+    def add_model(self, transitions: TensorDict | list[TensorDict], seeds: list[int] | None = None) -> None:
+        """``transitions [M]`` (a population: one ``[M_i]`` per seed index of ``seeds``, default every seed) into
+        the model buffer(s)."""
+        self.replay.add_model(transitions, *self._of(seeds))
+
+    def _of(self, seeds: list[int] | None) -> tuple:
+        """The seed-index argument of a population's buffer call (``()``: all seeds, or one agent's buffers)."""
+        if seeds is not None and not isinstance(self.replay, PopulationReplay):
+            raise ValueError("seed indices are for a population's buffers; this run trains one agent")
+        return () if seeds is None else (seeds,)
 
     def sample_sac_batches(self) -> TensorDict:
         """``[G, batch_size]`` minibatches; in each, the first ``num_real`` rows are real, the rest model data.

@@ -25,7 +25,8 @@ from mbpo_pl.errors import ConfigError
 from mbpo_pl.population_dynamics import PopulationDynamicsModule
 from mbpo_pl.sac import SACModule
 
-POPULATION_KEY = "mbpo_population"  # a population checkpoint's entry: {"seeds": [...], "generators": [state, ...]}
+# A population checkpoint's entry: {"seeds": [...], "generators": [state, ...], "stopped": {index: {...}}}
+POPULATION_KEY = "mbpo_population"
 
 
 def check_seeds(seeds: list[int]) -> list[int]:
@@ -130,11 +131,16 @@ def check_population_config(config: Namespace) -> None:
 
 def seed_checkpoint(checkpoint: Mapping[str, Any], index: int) -> dict[str, Any]:
     """Seed ``index`` of a population's checkpoint as a one-agent checkpoint, for the tools that read a policy,
-    a model or the real data (``export``, ``test``, ``diagnose``): its weights (:func:`seed_state_dict`) and its
-    replay buffers. Not for resuming: optimizer states and the loop's state stay the population's."""
+    a model or the real data (``export``, ``test``, ``diagnose``): its weights (:func:`seed_state_dict`; a seed
+    stopped by a non-finite training: its weights at the stop) and its replay buffers. Not for resuming: optimizer
+    states and the loop's state stay the population's."""
     seeds = len(checkpoint[POPULATION_KEY]["seeds"])
     lone = {key: value for key, value in checkpoint.items() if key != POPULATION_KEY}
-    lone["state_dict"] = seed_state_dict(checkpoint["state_dict"], index, seeds)
+    stopped = checkpoint[POPULATION_KEY].get("stopped", {}).get(index)
+    if stopped is not None:  # a seed stopped by a non-finite training: its state at the stop
+        lone["state_dict"] = stopped["state_dict"]
+    else:
+        lone["state_dict"] = seed_state_dict(checkpoint["state_dict"], index, seeds)
     for key, value in checkpoint.items():
         if isinstance(value, Mapping) and "population" in value and "buffer_storage" in value:  # the DataModule's
             lone[key] = {**{k: v for k, v in value.items() if k != "population"}, **value["population"][index]}

@@ -4,7 +4,8 @@ Every seed draws its holdout split, bootstrap resamples and epoch orders from a 
 early stopping (:class:`~mbpo_pl.holdout.BestMembers`). The seeds' minibatches run through one batched ensemble
 (:class:`~mbpo_pl.nets.population.EnsemblePopulation`) and one optimizer step; a seed whose members stopped improving
 is frozen, its parameters getting no gradient, so Adam leaves them and their state (moments and step count)
-untouched while the others train on. Nothing a seed computes depends on another seed's data or stopping.
+untouched while the others train on. Nothing a seed computes depends on another seed's data or stopping, and a seed
+whose training becomes non-finite is reported, not raised, so that the others can go on.
 """
 
 from __future__ import annotations
@@ -53,72 +54,85 @@ class PopulationDynamicsModule(DynamicsModule):
         groups.append({"params": [p for p in self.model.parameters() if id(p) not in decayed], "weight_decay": 0.0})
         return [torch.optim.Adam(groups, lr=self.lr, fused=self.fused_optimizer)]
 
-    def fit_ensemble(self, inputs: Tensor, targets: Tensor, generators: list[torch.Generator] | None = None
-                     ) -> dict[str, Tensor]:  # fmt: skip
-        """Train seed ``s`` on ``inputs[s] [N, O+A]``, ``targets[s] [N, 1+O]`` with ``generators[s]``, each as
-        :meth:`DynamicsModule.fit_ensemble` trains one ensemble (the official MBPO recipe)."""
-        population, device = self.population, inputs.device
-        if generators is None or len(generators) != population:
-            raise ValueError(f"fit_ensemble needs one generator per seed ({population})")
-        splits = [split_holdout(inputs[s], targets[s], self.holdout_ratio, self.max_holdout, generators[s])
-                  for s in range(population)]  # fmt: skip
+    def fit_ensemble(self, inputs: Tensor, targets: Tensor, generators: list[torch.Generator] | None = None,
+                     seeds: list[int] | None = None) -> dict[str, Tensor]:  # fmt: skip
+        """Train seed ``seeds[i]`` on ``inputs[i] [N, O+A]``, ``targets[i] [N, 1+O]`` with ``generators[seeds[i]]``,
+        each as :meth:`DynamicsModule.fit_ensemble` trains one ensemble (the official MBPO recipe); ``seeds``
+        defaults to every seed. The other seeds are left as they are.
+
+        A seed whose training loss or holdout MSE becomes non-finite stops training there; it is flagged in the
+        returned ``failed [len(seeds)]`` and the others go on (a one-agent run raises instead)."""
+        seeds = list(range(self.population)) if seeds is None else list(seeds)
+        device, count = inputs.device, len(seeds)
+        if generators is None or len(generators) != self.population:
+            raise ValueError(f"fit_ensemble needs one generator per seed ({self.population})")
+        if inputs.shape[0] != count:
+            raise ValueError(f"inputs hold {inputs.shape[0]} seeds' data, expected {count} (seeds={seeds})")
+        own = [generators[s] for s in seeds]
+        splits = [split_holdout(inputs[i], targets[i], self.holdout_ratio, self.max_holdout, own[i])
+                  for i in range(count)]  # fmt: skip
         train_in, train_tg, holdout_in, holdout_tg = (torch.stack(parts) for parts in zip(*splits))
-        for normalizer, data in zip(self.model.normalizers, train_in):
-            normalizer.fit(data)
+        for s, data in zip(seeds, train_in):
+            self.model.normalizers[s].fit(data)
         ensemble_size, num_train = self.model.ensemble_size, train_in.shape[1]
         bootstrap = torch.stack(
-            [torch.randint(num_train, (ensemble_size, num_train), device=device, generator=g) for g in generators]
-        )  # fmt: skip  [S, E, N_train]
-        seeds = self.model.seeds
-        best = [BestMembers([p for layer in seed.layers for p in (layer.weight, layer.bias)], self.patience,
-                            self.improvement_threshold) for seed in seeds]  # fmt: skip
-        active = [True] * population
-        epochs = torch.zeros(population, dtype=torch.long)
-        loss_sums, steps = torch.zeros(population, device=device), torch.zeros(population, device=device)
+            [torch.randint(num_train, (ensemble_size, num_train), device=device, generator=g) for g in own]
+        )  # fmt: skip  [S', E, N_train]
+        best = [BestMembers([p for layer in self.model.seeds[s].layers for p in (layer.weight, layer.bias)],
+                            self.patience, self.improvement_threshold) for s in seeds]  # fmt: skip
+        active, failed = [True] * count, [False] * count
+        epochs = torch.zeros(count, dtype=torch.long)
+        loss_sums, steps = torch.zeros(count, device=device), torch.zeros(count, device=device)
         while any(active):
-            training = [s for s in range(population) if active[s]]  # only these seeds compute this epoch
-            epoch_loss, epoch_steps = self._run_population_epoch(train_in, train_tg, bootstrap, training, generators)
+            training = [i for i in range(count) if active[i]]  # positions in `seeds` that compute this epoch
+            epoch_loss, epoch_steps = self._run_population_epoch(
+                train_in, train_tg, bootstrap, training, [seeds[i] for i in training], own
+            )  # fmt: skip
             loss_sums[training] += epoch_loss
             steps[training] += epoch_steps
             epochs[training] += 1
-            mse = self.holdout_mse(holdout_in[training], holdout_tg[training], seeds=training)  # [len(training), E]
-            self._check_finite(loss_sums.sum(), mse, int(epochs.max()), num_train)
-            for s, seed_mse in zip(training, mse):
-                capped = self.max_epochs_per_train is not None and int(epochs[s]) >= self.max_epochs_per_train
-                if best[s].update(seed_mse) or capped:
-                    active[s] = False
+            mse = self.holdout_mse(holdout_in[training], holdout_tg[training], seeds=[seeds[i] for i in training])
+            finite = (torch.isfinite(loss_sums[training]) & torch.isfinite(mse).all(-1)).tolist()  # one sync/epoch
+            for i, seed_mse, is_finite in zip(training, mse, finite):
+                capped = self.max_epochs_per_train is not None and int(epochs[i]) >= self.max_epochs_per_train
+                if not is_finite:
+                    active[i], failed[i] = False, True
+                elif best[i].update(seed_mse) or capped:
+                    active[i] = False
         for seed_best in best:
             seed_best.restore()
-        mse = self.holdout_mse(holdout_in, holdout_tg)
-        self.elites.copy_(mse.argsort(dim=-1)[..., : self.num_elites])
+        mse = self.holdout_mse(holdout_in, holdout_tg, seeds=seeds)
+        self.elites[seeds] = mse.argsort(dim=-1)[..., : self.num_elites]
         return {
             "holdout_mse": mse,
             "train_loss": loss_sums / steps.clamp_min(1),
             "epochs": epochs,
             "num_train": torch.tensor(num_train),
             "num_holdout": torch.tensor(holdout_in.shape[1]),
+            "failed": torch.tensor(failed),
         }
 
     def _run_population_epoch(self, train_in: Tensor, train_tg: Tensor, bootstrap: Tensor, training: list[int],
-                              generators: list[torch.Generator]) -> tuple[Tensor, int]:  # fmt: skip
-        """One pass of the ``training`` seeds over their bootstrap resamples in a fresh order (drawn from their
-        generators); the other (frozen) seeds draw nothing, compute nothing and get no update. Returns the training
-        seeds' summed minibatch losses ``[len(training)]`` and the number of minibatches."""
+                              seeds: list[int], generators: list[torch.Generator]) -> tuple[Tensor, int]:  # fmt: skip
+        """One pass over their bootstrap resamples in a fresh order (drawn from their generators) of the data at
+        positions ``training`` of ``train_in [S', N, D]`` (and ``bootstrap``, ``generators``), which belong to the
+        population's seeds ``seeds``; every other seed draws nothing, computes nothing and gets no update. Returns the
+        training seeds' summed minibatch losses ``[len(training)]`` and the number of minibatches."""
         _, ensemble_size, num_train = bootstrap.shape
         orders = []
-        for s in training:
-            shuffle = torch.rand(ensemble_size, num_train, device=train_in.device, generator=generators[s])
-            orders.append(bootstrap[s].gather(1, shuffle.argsort(dim=1)))
-        epoch_in = torch.stack([train_in[s][order] for s, order in zip(training, orders)])  # [S', E, N_train, D]
-        epoch_tg = torch.stack([train_tg[s][order] for s, order in zip(training, orders)])
-        frozen = [p for s, seed in enumerate(self.model.seeds) if s not in training for p in seed.parameters()]
+        for i in training:
+            shuffle = torch.rand(ensemble_size, num_train, device=train_in.device, generator=generators[i])
+            orders.append(bootstrap[i].gather(1, shuffle.argsort(dim=1)))
+        epoch_in = torch.stack([train_in[i][order] for i, order in zip(training, orders)])  # [S'', E, N_train, D]
+        epoch_tg = torch.stack([train_tg[i][order] for i, order in zip(training, orders)])
+        frozen = [p for s, seed in enumerate(self.model.seeds) if s not in seeds for p in seed.parameters()]
         (optimizer,) = own_optimizers(self)
         loss_sums, minibatches = torch.zeros(len(training), device=train_in.device), 0
         for start in range(0, num_train, self.batch_size):
             batch = slice(start, start + self.batch_size)
-            mean, logvar = self.model(epoch_in[:, :, batch], seeds=training)
+            mean, logvar = self.model(epoch_in[:, :, batch], seeds=seeds)
             per_seed = gaussian_nll(mean, logvar, epoch_tg[:, :, batch]).sum(-1)
-            per_seed = per_seed + self.logvar_bound_weight * self.model.logvar_bound_loss(training)  # [S']
+            per_seed = per_seed + self.logvar_bound_weight * self.model.logvar_bound_loss(seeds)  # [S'']
             optimizer_step(self, optimizer, per_seed.sum(), self._trainer is not None, skip=frozen)
             loss_sums += per_seed.detach()
             minibatches += 1

@@ -100,26 +100,31 @@ class PopulationReplay:
             for seed, name in zip(seeds, names, strict=True)
         ]  # fmt: skip
 
-    def add_real(self, transitions: TensorDict) -> None:
-        """``transitions [S, n]``: seed ``s``'s into its own buffer."""
-        for replay, own in zip(self.seeds, transitions.unbind(0)):
+    def chosen(self, seeds: list[int] | None) -> list[SeedReplay]:
+        """The buffers of the seeds at indices ``seeds`` (``None``: every seed's)."""
+        return self.seeds if seeds is None else [self.seeds[s] for s in seeds]
+
+    def add_real(self, transitions: TensorDict, seeds: list[int] | None = None) -> None:
+        """``transitions [S', n]``: row ``i`` into seed ``seeds[i]``'s buffer (default: row ``s`` into seed ``s``)."""
+        for replay, own in zip(self.chosen(seeds), transitions.unbind(0), strict=True):
             replay.add_real(own)
 
-    def real_transitions(self) -> TensorDict:
-        """``[S, N]`` (every seed holds as many real transitions: one per env step)."""
-        return torch.stack([replay.real_transitions() for replay in self.seeds])
+    def real_transitions(self, seeds: list[int] | None = None) -> TensorDict:
+        """``[S', N]`` of the seeds ``seeds`` (default: all; the seeds still training hold as many real
+        transitions: one per env step)."""
+        return torch.stack([replay.real_transitions() for replay in self.chosen(seeds)])
 
-    def sample_start_states(self, count: int) -> Tensor:
-        """``[S, count, O]``: each seed's draws from its own buffer."""
-        return torch.stack([replay.sample_start_states(count) for replay in self.seeds])
+    def sample_start_states(self, count: int, seeds: list[int] | None = None) -> Tensor:
+        """``[S', count, O]``: each of the seeds ``seeds`` (default: all) draws from its own buffer."""
+        return torch.stack([replay.sample_start_states(count) for replay in self.chosen(seeds)])
 
     def resize_model(self, capacity: int) -> None:
         for replay in self.seeds:
             replay.resize_model(capacity)
 
-    def add_model(self, transitions: list[TensorDict]) -> None:
-        """``transitions[s] [M_s]``: each seed's rollouts (of its own length) into its own model buffer."""
-        for replay, own in zip(self.seeds, transitions, strict=True):
+    def add_model(self, transitions: list[TensorDict], seeds: list[int] | None = None) -> None:
+        """``transitions[i] [M_i]``: seed ``seeds[i]``'s rollouts (default: seed ``i``'s) into its model buffer."""
+        for replay, own in zip(self.chosen(seeds), transitions, strict=True):
             replay.add_model(own)
 
     def sample_batches(self, num_batches: int, batch_size: int, num_real: int) -> TensorDict:

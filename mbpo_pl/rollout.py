@@ -108,14 +108,15 @@ def branched_rollout(
 
 def population_rollouts(
     ensembles: EnsemblePopulation, actor: TanhGaussianActor, elites: Tensor, termination_fn: TerminationFn,
-    start_obs: Tensor, length: int, generators: list[torch.Generator],
+    start_obs: Tensor, length: int, generators: list[torch.Generator], seeds: list[int] | None = None,
 ) -> list[RolloutResult]:  # fmt: skip
-    """Every seed's :func:`branched_rollout` from its ``start_obs[s] [N, O]``, through its own ensemble, elites
-    (``elites [S, K]``) and policy (``actor`` with a leading seed dimension), drawing from ``generators[s]``: each
-    seed's rollouts exactly as if the other seeds were not there."""
+    """The :func:`branched_rollout` of seed ``seeds[i]`` (default: every seed) from its ``start_obs[i] [N, O]``,
+    through its own ensemble, elites (``elites [S, K]``) and policy (``actor`` with a leading seed dimension),
+    drawing from ``generators[seeds[i]]``: each seed's rollouts exactly as if the other seeds were not there."""
+    seeds = list(range(len(ensembles.seeds))) if seeds is None else seeds
     return [
         branched_rollout(
-            ensembles.seeds[s], seed_actor(actor, s), elites[s], termination_fn, start_obs[s], length, generators[s]
+            ensembles.seeds[s], seed_actor(actor, s), elites[s], termination_fn, start_obs[i], length, generators[s]
         )  # fmt: skip
-        for s in range(len(ensembles.seeds))
+        for i, s in enumerate(seeds)
     ]

@@ -134,4 +134,10 @@ def read_agent_checkpoint(source: str | Path, option: str = "checkpoint") -> tup
                           f"{path.parents[1] / ('seed_' + str(seeds[0]))}.")  # fmt: skip
     if seed not in seeds:
         raise ConfigError(f"{option}: {source} names seed {seed}, but {path} holds seeds {seeds}.")
-    return path, seed_checkpoint(checkpoint, seeds.index(seed))
+    index = seeds.index(seed)
+    lone = seed_checkpoint(checkpoint, index)
+    stopped = population.get("stopped", {}).get(index)
+    if stopped is not None:
+        print(f"{option}: seed {seed} stopped training at env step {stopped['env_steps']} ({stopped['reason']}); "
+              "reading its state at the stop.")  # fmt: skip
+    return path, lone

@@ -36,7 +36,10 @@ class RunState:
         rollout_length: the rollout length ``k`` of the last model-data refresh.
         last_eval_return: the last evaluation's mean return (``None`` before the first; a population's: the mean
             over its seeds).
-        last_eval_returns: a population's last evaluation return of each seed.
+        last_eval_returns: a population's last evaluation return of each seed still training.
+        stopped: a population's seeds stopped because their training became non-finite, by seed index: the env
+            step and reason of the stop and the seed's one-agent state dict at that moment
+            (:meth:`~mbpo_pl.system.MBPO.stop_seeds`); the other seeds train on.
         env_steps_per_s: env steps per second over the last epoch (``None`` before the first).
         clock: the epoch's time split that every part bills its time to (``time/`` metrics).
     """
@@ -54,6 +57,7 @@ class RunState:
     rollout_length: int = 0
     last_eval_return: float | None = None
     last_eval_returns: list[float] | None = None
+    stopped: dict[int, dict] = field(default_factory=dict)
     env_steps_per_s: float | None = None
     clock: RunClock = field(default_factory=RunClock)
 
@@ -69,6 +73,11 @@ class RunState:
     def population(self) -> int | None:
         """The number of agents of a population run (``None``: one agent)."""
         return None if self.seeds is None else len(self.seeds)
+
+    @property
+    def training_seeds(self) -> list[int]:
+        """The indices of a population's seeds still training (not :attr:`stopped`); ``[0]`` for one agent."""
+        return [index for index in range(self.population or 1) if index not in self.stopped]
 
     def rank_seed(self, stream: int = 0) -> int:
         """The seed of this process's copy of a random stream (``stream``: 0 the real buffer and the real env, 1 the

@@ -8,7 +8,7 @@ a logger without folders (W&B) gets the seed's metrics under ``seed_<s>/`` keys.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from lightning.pytorch import Trainer
@@ -72,10 +72,13 @@ class SeedLoggers:
                 self.folders.append(seed_folder(run_dir, seed))
             self.loggers.append(own)
 
-    def log(self, shared: Mapping[str, Tensor | float | int], per_seed: Mapping[str, Tensor], step: int) -> None:
-        """``shared`` scalars to every seed, ``per_seed[key][i]`` to seed ``i``."""
+    def log(self, shared: Mapping[str, Tensor | float | int], per_seed: Mapping[str, Tensor], step: int,
+            skip: Collection[int] = ()) -> None:  # fmt: skip
+        """``shared`` scalars to every seed, ``per_seed[key][i]`` to seed ``i``; nothing to the seeds ``skip``."""
         common = scalar_values(shared)
         for index in range(len(self.seeds)):
+            if index in skip:
+                continue
             own = scalar_values({key: value[index] for key, value in per_seed.items()})
             self.log_one(index, {**common, **own}, step)
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from tensordict import TensorDict
 from torch import Tensor
 
 from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.errors import ConfigError, NonFiniteError
-from mbpo_pl.population import POPULATION_KEY, build_population, seed_generators
+from mbpo_pl.population import POPULATION_KEY, build_population, seed_generators, seed_state_dict
 from mbpo_pl.run_state import RunState
 from mbpo_pl.sac import SACModule
 from mbpo_pl.seed_loggers import SeedLoggers, scalar_values
@@ -103,7 +103,8 @@ class MBPO(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["mbpo_env"] = self.trainer.datamodule.env_spec.signature()  # the one record of the env
         if self.seeds is not None:
-            checkpoint[POPULATION_KEY] = {"seeds": self.seeds, "generators": [g.get_state() for g in self.generators]}
+            checkpoint[POPULATION_KEY] = {"seeds": self.seeds, "generators": [g.get_state() for g in self.generators],
+                                          "stopped": self.run.stopped}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Runs before the weights, buffers and callbacks are loaded: refuse a checkpoint of another env with a clear
@@ -123,6 +124,7 @@ class MBPO(LightningModule):
         if saved is not None:
             for generator, state in zip(self.generators, saved["generators"]):
                 generator.set_state(state)
+            self.run.stopped = dict(saved.get("stopped", {}))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [*self.sac.configure_optimizers(), *self.dynamics.configure_optimizers()]
@@ -144,17 +146,42 @@ class MBPO(LightningModule):
         count = max(self._sac_stat_count, 1)
         means = {f"train/{key}": value / count for key, value in self._sac_stat_sums.items()}
         self._sac_stat_sums, self._sac_stat_count = {}, 0
+        advice = "Check the rewards for NaN/inf or extreme scale, or lower model.sac.lr."
+        if self.seeds is not None:  # a population: the seeds whose statistics became non-finite stop, the others go on
+            training = self.run.training_seeds
+            finite = torch.stack([torch.isfinite(value[training]) for value in means.values()]).all(0).tolist()
+            failed = [index for index, ok in zip(training, finite) if not ok]
+            if failed:
+                bad = [key for key, value in means.items() if not torch.isfinite(value[failed]).all()]
+                self.stop_seeds(failed, f"SAC: {', '.join(bad)} became non-finite. {advice}")
+            return means
         bad = [key for key, value in means.items() if not torch.isfinite(value).all()]
         if bad:
-            where = ""
-            if self.seeds is not None:
-                failed = torch.stack([~torch.isfinite(means[key]) for key in bad]).any(0)
-                where = f" (seed(s) {[seed for seed, f in zip(self.seeds, failed.tolist()) if f]})"
-            raise NonFiniteError(
-                f"SAC: {', '.join(bad)} became non-finite{where} in the updates up to env step {self.run.env_steps}. "
-                "Check the rewards for NaN/inf or extreme scale, or lower model.sac.lr."
-            )
+            raise NonFiniteError(f"SAC: {', '.join(bad)} became non-finite in the updates up to env step "
+                                 f"{self.run.env_steps}. {advice}")  # fmt: skip
         return means
+
+    def stop_seeds(self, indices: list[int], reason: str) -> None:
+        """Stop the population's seeds at ``indices`` (their training became non-finite, ``reason``): each keeps
+        its state at this moment as a one-agent state dict in the population's checkpoints (what ``export``,
+        ``test`` and ``diagnose`` of its folder read) and takes no more env steps, model trainings, rollouts and
+        evaluations, while the other seeds train on exactly as before. When no seed is left training the run
+        stops with :class:`~mbpo_pl.errors.NonFiniteError`."""
+        run, state_dict = self.run, self.state_dict()
+        for index in indices:
+            run.stopped[index] = {
+                "seed": self.seeds[index], "env_steps": run.env_steps, "reason": reason,
+                "state_dict": {k: v.clone() for k, v in seed_state_dict(state_dict, index, len(self.seeds)).items()},
+            }  # fmt: skip
+        names = ", ".join(str(self.seeds[index]) for index in indices)
+        if not run.training_seeds:
+            raise NonFiniteError(f"seed(s) {names} at env step {run.env_steps}: {reason} No seed of the population "
+                                 "is left training.")  # fmt: skip
+        left = ", ".join(str(self.seeds[index]) for index in run.training_seeds)
+        rank_zero_warn(f"--seeds: seed(s) {names} stopped at env step {run.env_steps}: {reason} Seeds {left} train "
+                       "on; a stopped seed's state at the stop is what its folder's tools (export, test, diagnose) "
+                       "read from the population's checkpoints.")  # fmt: skip
+        self.log_population_metrics({"population/stopped_seeds": len(run.stopped)}, run.env_steps)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Tensor | float | int], env_steps: int) -> None:
@@ -162,14 +189,15 @@ class MBPO(LightningModule):
 
         In a population every tensor with dimensions holds one value per seed along its first (``[S]``, ``[S, E]``)
         and goes to that seed's own run folder (:class:`~mbpo_pl.seed_loggers.SeedLoggers`); scalars are the
-        population's (timings, env steps) and go to the population's folder and to every seed's."""
+        population's (timings, env steps) and go to the population's folder and to every seed's. A stopped seed's
+        folder gets nothing more."""
         if self.seeds is None:
             for logger in self.trainer.loggers:
                 logger.log_metrics(scalar_values(metrics), step=env_steps)
             return
         shared = {key: value for key, value in metrics.items() if not isinstance(value, Tensor) or value.dim() == 0}
         per_seed = {key: value for key, value in metrics.items() if key not in shared}
-        self.seed_loggers.log(shared, per_seed, env_steps)
+        self.seed_loggers.log(shared, per_seed, env_steps, skip=self.run.stopped)
         for logger in self.trainer.loggers:
             logger.log_metrics(scalar_values(shared), step=env_steps)
 

@@ -10,11 +10,13 @@ import yaml
 from tests_support import tiny_config_with_checkpoints
 
 from mbpo_pl.cli import main, run_cli
+from mbpo_pl.errors import NonFiniteError
 from mbpo_pl.plot import plot_runs, seeds_band
 from mbpo_pl.policy import load_policy
 from mbpo_pl.population import seed_state_dict
 from mbpo_pl.report import load_scalars
 from mbpo_pl.run_curves import export, load_runs
+from mbpo_pl.run_folders import read_agent_checkpoint
 
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
 
@@ -171,3 +173,51 @@ def test_the_progress_bar_shows_the_seeds_mean_min_and_max_return():
                    last_eval_returns=[10.0, 20.0, 30.0])  # fmt: skip
     metrics = MBPOProgressBar().get_metrics(None, SimpleNamespace(run=run))
     assert metrics["eval"] == "20.0 [10.0, 30.0]" and metrics["env_steps"] == "500/1000"
+
+
+def test_a_seed_whose_training_becomes_non_finite_stops_and_the_others_train_on_exactly(tmp_path):
+    """Seed 2's SAC and seed 1's ensemble made NaN at env step 160: both stop (seed 2 at the epoch's SAC statistics,
+    seed 1 at the next model training), each keeping its state at the stop, and seed 0 trains on bit for bit as in
+    a clean run; the stops survive a resume."""
+    config = tiny_config_with_checkpoints(tmp_path)
+    seeds = ["--seeds", "[0,1,2]", "--loop.total_env_steps", "300"]
+    clean = main(["fit", "--config", config, "--trainer.logger.init_args.save_dir", str(tmp_path / "clean"), *seeds])
+    poison = ["--trainer.callbacks+=tests_support.PoisonSeeds", "--trainer.callbacks.at=160",
+              "--trainer.callbacks.sac_seed=2", "--trainer.callbacks.dynamics_seed=1"]  # fmt: skip
+    with pytest.warns(UserWarning, match=r"seed\(s\) 2 stopped at env step 200: SAC: .*non-finite") as warned:
+        poisoned = main(["fit", "--config", config, "--trainer.logger.init_args.save_dir", str(tmp_path / "bad"),
+                         *seeds, *poison])  # fmt: skip
+    assert any("seed(s) 1 stopped at env step 200: the dynamics model" in str(w.message) for w in warned)
+    clean_run, bad_run = (tmp_path / name / "InvertedPendulum-v5" / "version_0" for name in ("clean", "bad"))
+    scalars = {tag: v for tag, v in load_scalars(bad_run / "seed_0").items() if not tag.startswith("time/")}
+    assert scalars == {tag: v for tag, v in load_scalars(clean_run / "seed_0").items() if not tag.startswith("time/")}
+    for name, value in _seed_params(clean, 0).items():
+        assert torch.equal(value, _seed_params(poisoned, 0)[name]), name
+    assert sorted(poisoned.model.run.stopped) == [1, 2]
+    # Nothing logged after the stop: seed 2's statistics of the epoch it failed in are not written, and its stop
+    # comes before the first evaluation; seed 1 stops after the evaluation at 200. The population's return is seed 0's.
+    seed_1, seed_2 = (load_scalars(bad_run / f"seed_{seed}") for seed in (1, 2))
+    assert [step for step, _ in seed_1["eval/return"]] == [200] and seed_1["train/critic_loss"][-1][0] == 200
+    assert "eval/return" not in seed_2 and [step for step, _ in seed_2["train/critic_loss"]] == [150]
+    population = load_scalars(bad_run)
+    assert population["population/stopped_seeds"][-1] == (200, 2.0)
+    assert population["eval/return"][-1][1] == pytest.approx(load_scalars(bad_run / "seed_0")["eval/return"][-1][1])
+    checkpoint = torch.load(bad_run / "checkpoints" / "last.ckpt", weights_only=False)
+    stopped = checkpoint["mbpo_population"]["stopped"]
+    assert {index: record["env_steps"] for index, record in stopped.items()} == {1: 200, 2: 200}
+    policy_weights = next(v for k, v in stopped[2]["state_dict"].items() if k.startswith("sac.actor."))
+    assert policy_weights.isnan().all()  # seed 2's state at its stop: the poisoned actor
+    assert torch.equal(read_agent_checkpoint(bad_run / "seed_1")[1]["state_dict"]["sac.actor.net.0.weight"],
+                       stopped[1]["state_dict"]["sac.actor.net.0.weight"])  # fmt: skip
+    resumed = main(["fit", "--config", config, "--trainer.logger.init_args.save_dir", str(tmp_path / "bad"),
+                    "--seeds", "[0,1,2]", "--loop.total_env_steps", "400", "--ckpt_path", str(bad_run)])  # fmt: skip
+    assert sorted(resumed.model.run.stopped) == [1, 2] and resumed.model.run.env_steps == 400
+    assert max(step for step, _ in load_scalars(bad_run / "seed_0")["eval/return"]) == 400
+
+
+def test_a_population_stops_when_no_seed_is_left_training(tmp_path):
+    poison = ["--trainer.callbacks+=tests_support.PoisonSeeds", "--trainer.callbacks.at=160",
+              "--trainer.callbacks.sac_seed=0", "--trainer.callbacks.dynamics_seed=1"]  # fmt: skip
+    message = r"seed\(s\) 6 at env step 200: the dynamics .*non-finite. No seed of the population is left training"
+    with pytest.raises(NonFiniteError, match=message):
+        _fit(tmp_path, "--seeds", "[5,6]", *poison)

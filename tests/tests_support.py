@@ -9,6 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 
 ENV_KWARGS = {
     "Walker2d-v5": {"xml_file": "walker2d.xml"},  # the paper's (v2) feet friction, as conf/walker2d.yaml
@@ -71,3 +72,23 @@ def renderer_available() -> bool:
     )
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120).returncode == 0
+
+
+class PoisonSeeds(Callback):
+    """A callback (``--trainer.callbacks+=tests_support.PoisonSeeds``) that, at env step ``at``, makes a population
+    seed's SAC actor (index ``sac_seed``) and another's dynamics ensemble (index ``dynamics_seed``) NaN: the first
+    fails in its next SAC statistics, the second in its next model training."""
+
+    def __init__(self, at: int, sac_seed: int | None = None, dynamics_seed: int | None = None) -> None:
+        self.at, self.sac_seed, self.dynamics_seed = at, sac_seed, dynamics_seed
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if pl_module.run.env_steps != self.at:
+            return
+        with torch.no_grad():
+            if self.sac_seed is not None:
+                for param in pl_module.sac.actor.parameters():
+                    param[self.sac_seed] = float("nan")
+            if self.dynamics_seed is not None:
+                for param in pl_module.dynamics.model.seeds[self.dynamics_seed].parameters():
+                    param.fill_(float("nan"))
