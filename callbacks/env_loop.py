@@ -131,12 +131,14 @@ class MBPOLoop(Callback):
         check_batches_fit(data, self.schedule, self.run.world_size)
         if self.run.seeds is not None:
             if self.run.world_size > 1:
-                raise ConfigError("--seeds: a population trains in one process on one device; leave "
-                                  "--trainer.devices at 1 (run one population per device to use several).")  # fmt: skip
+                raise ConfigError("--seeds: a population over several processes splits its seeds over them "
+                                  "(SeedSplitStrategy, which the command line picks); it cannot train as one agent "
+                                  "under DDP.")  # fmt: skip
             longest = max(self.schedule.rollout_length(0), self.schedule.rollout_length(self.total_env_steps))
             model_buffer_size = self.schedule.model_buffer_capacity(longest) if self.use_model else 0
             memmap_dir = data.buffer_dir if data.buffer_storage == "memmap" else None
-            check_population_fits(len(self.run.seeds), data.obs_dim, data.act_dim, data.real_buffer_size,
+            on_this_machine = len(self.run.seeds) * trainer.num_devices  # the processes here share its memory
+            check_population_fits(on_this_machine, data.obs_dim, data.act_dim, data.real_buffer_size,
                                   model_buffer_size, self.run.device, memmap_dir)  # fmt: skip
         self.run.clock.watch()  # leaves SIGTSTP pauses out of the timings; undone in teardown()
 
@@ -172,6 +174,9 @@ class MBPOLoop(Callback):
 
     def _population_env_step(self, trainer: Trainer, pl_module: MBPO, random: bool) -> None:
         device, training = pl_module.device, self.run.training_seeds  # a stopped seed's env stays where it stopped
+        if not training:  # every seed of this process has stopped (split populations: the others' go on)
+            self.run.env_steps += 1
+            return
         obs = torch.stack([runner.observation(device) for runner in self.runners])  # [S, O]
         if random:
             actions = torch.stack([runner.random_action(device) for runner in self.runners])
@@ -195,9 +200,10 @@ class MBPOLoop(Callback):
         # not only the SAC updates in `training_step`.
         run, dynamics, actor, generators = self.run, pl_module.dynamics, pl_module.sac.actor, pl_module.generators
         seeds = None if generators is None else run.training_seeds
-        with run.clock.timed("model_train"), trainer.precision_plugin.forward_context():
-            stats = train_dynamics(dynamics, data, generators, seeds)
-        if seeds is not None and bool(stats["failed"].any()):  # those seeds stop; the others roll out and go on
+        if seeds != []:  # [] : every seed of this process has stopped (a split population's others go on)
+            with run.clock.timed("model_train"), trainer.precision_plugin.forward_context():
+                stats = train_dynamics(dynamics, data, generators, seeds)
+        if seeds and bool(stats["failed"].any()):  # those seeds stop; the others roll out and go on
             failed = [seed for seed, bad in zip(seeds, stats["failed"].tolist()) if bad]
             pl_module.stop_seeds(failed, "the dynamics model's training loss or holdout MSE became non-finite.")
             keep = [position for position, bad in enumerate(stats["failed"].tolist()) if not bad]
@@ -205,6 +211,9 @@ class MBPOLoop(Callback):
             seeds = run.training_seeds
         run.model_trainings += 1
         run.rollout_length = self.schedule.rollout_length(run.env_steps)
+        if seeds == []:  # nothing to roll out; the (empty) figures still go through rank 0 with every process's
+            pl_module.log_metrics({}, self.env_steps)
+            return
         with run.clock.timed("rollout"), trainer.precision_plugin.forward_context():
             if generators is None:
                 result = refill_model_buffer(data, dynamics, actor, self.termination_fn, run.rollout_length)
@@ -274,8 +283,8 @@ class MBPOLoop(Callback):
         pending, self._pending_restore = self._pending_restore, None
         if pending is not None:
             self._restore(trainer, pending)
-        if trainer.global_rank > 0:
-            separate_rank_stream(trainer.global_rank)
+        if self.run.rank > 0:
+            separate_rank_stream(self.run.rank)
 
     def _restore(self, trainer: Trainer, pending: dict[str, Any]) -> None:
         if pending["world_size"] != self.world_size:
@@ -295,7 +304,7 @@ class MBPOLoop(Callback):
             for runner, state in zip(self.runners, pending["runners"], strict=True):
                 runner.load_state_dict(state)
         else:
-            self.runner.load_state_dict(pending, continue_episode=trainer.global_rank == 0)
+            self.runner.load_state_dict(pending, continue_episode=self.run.rank == 0)
         set_global_rng_state(pending)
 
 

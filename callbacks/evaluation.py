@@ -13,6 +13,7 @@ from mbpo_pl.envs import run_episode
 from mbpo_pl.errors import ConfigError, require_positive
 from mbpo_pl.evaluate import PolicyEvaluation, evaluate_policy, offscreen_rendering
 from mbpo_pl.nets.sac import seed_actor
+from mbpo_pl.seed_split import gather_objects
 
 
 class Evaluation(Callback):
@@ -109,8 +110,9 @@ class Evaluation(Callback):
         return act
 
     def record_video(self, pl_module: LightningModule) -> np.ndarray:
-        """One deterministic episode as frames ``[T, C, H, W]`` uint8 (a population's: its first seed's)."""
-        policy = self._policy(pl_module, None if pl_module.seeds is None else 0)
+        """One deterministic episode as frames ``[T, C, H, W]`` uint8 (a population's: its first seed still
+        training's)."""
+        policy = self._policy(pl_module, None if pl_module.seeds is None else pl_module.run.training_seeds[0])
         episode = run_episode(self.video_env, policy, seed=self.seed, render=True)
         return np.stack(episode.frames).transpose(0, 3, 1, 2)
 
@@ -133,13 +135,13 @@ class Evaluation(Callback):
             metrics = self.evaluate(pl_module).metrics("eval/")
             pl_module.log_metrics(metrics, pl_module.run.env_steps)
             return metrics
-        training = pl_module.run.training_seeds  # a stopped seed is not evaluated again
-        per_seed = {index: self.evaluate(pl_module, index).metrics("eval/") for index in training}
-        stacked = {key: torch.zeros(len(pl_module.seeds)) for key in per_seed[training[0]]}
-        for key, values in stacked.items():
-            values[training] = torch.tensor([per_seed[index][key] for index in training])
-        pl_module.log_metrics(stacked, pl_module.run.env_steps)  # each seed's into its own folder
-        returns = stacked["eval/return"][training]
+        # Each process evaluates its own seeds still training (a stopped seed is not evaluated again); every process
+        # gets every seed's figures, so that all compute the same summary.
+        offset, training = pl_module.seed_offset, pl_module.run.training_seeds
+        rows = {offset + index: self.evaluate(pl_module, index).metrics("eval/") for index in training}
+        rows = {index: row for part in gather_objects(pl_module.trainer, rows) for index, row in part.items()}
+        pl_module.log_seed_rows({}, rows, pl_module.run.env_steps, gathered=True)  # each seed's into its own folder
+        returns = torch.tensor([rows[index]["eval/return"] for index in sorted(rows)])
         summary = {"eval/return": float(returns.mean()), "eval/return_seed_min": float(returns.min()),
                    "eval/return_seed_max": float(returns.max())}  # fmt: skip
         pl_module.log_population_metrics(summary, pl_module.run.env_steps)
@@ -162,12 +164,14 @@ class Evaluation(Callback):
         if self.history and self.history[-1][0] == run.env_steps:
             return
         metrics = None
-        if trainer.is_global_zero:
+        population = pl_module.seeds is not None  # every process evaluates its own seeds
+        if trainer.is_global_zero or population:
             with run.clock.timed("eval"):
                 metrics = self._evaluate_run(pl_module)
-                if self.video_env is not None and run.env_steps % self.video_every_n_env_steps < run.world_size:
+                video_due = self.video_env is not None and run.env_steps % self.video_every_n_env_steps < run.world_size
+                if video_due and trainer.is_global_zero and (not population or pl_module.run.training_seeds):
                     self.log_video(trainer, self.record_video(pl_module), run.env_steps)
-        if trainer.world_size > 1:  # rank 0 evaluates; every rank's callbacks (ModelCheckpoint) see the result
+        if trainer.world_size > 1 and not population:  # rank 0 evaluates; every rank's callbacks see the result
             metrics = trainer.strategy.broadcast(metrics, src=0)
         self.last_return = run.last_eval_return = metrics["eval/return"]
         self.history.append((run.env_steps, self.last_return))

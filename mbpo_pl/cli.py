@@ -30,9 +30,10 @@ from callbacks.progress import MBPOProgressBar
 from mbpo_pl.checkpoint_eval import evaluate_checkpoint
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError, exit_with_error
-from mbpo_pl.population import check_population_config
+from mbpo_pl.population import check_population_config, spans_processes
 from mbpo_pl.provenance import record_start
 from mbpo_pl.run_folders import population_seed_folder, resolve_checkpoint, run_loggers
+from mbpo_pl.seed_split import SeedSplitStrategy
 from mbpo_pl.system import MBPO
 
 DESCRIPTION = """MBPO (Janner et al. 2019) with PyTorch Lightning: `python -m mbpo_pl fit --config conf/hopper.yaml`
@@ -66,7 +67,7 @@ class LogConfigCallback(SaveConfigCallback):
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         if trainer.is_global_zero and log_dir is not None and trainer.loggers:
             folders = [Path(log_dir)]
-            if pl_module.seeds is not None:  # each seed's folder is a complete run folder of its own
+            if pl_module.seeds is not None:  # each seed's folder is a complete run folder of its own (all seeds')
                 folders += pl_module.seed_loggers.folders
                 self._save_seed_configs(pl_module)
             for folder in folders:
@@ -76,13 +77,13 @@ class LogConfigCallback(SaveConfigCallback):
     def _save_seed_configs(self, pl_module: LightningModule) -> None:
         """Seed ``s``'s ``config.yaml`` is the population's with ``seed_everything: s`` and no ``seeds``: the config
         of the one-agent run it trains as; also logged as each seed's hyperparameters."""
-        for seed, folder in zip(pl_module.seeds, pl_module.seed_loggers.folders):
+        for index, (seed, folder) in enumerate(zip(pl_module.population_seeds, pl_module.seed_loggers.folders)):
             config = self.config.clone()
             config.seed_everything, config.seeds = seed, None
             folder.mkdir(parents=True, exist_ok=True)
             self.parser.save(config, folder / "config.yaml", skip_none=False, overwrite=True, multifile=False)
             hparams = flatten(json.loads(self.parser.dump(config, skip_none=False, format="json")))
-            for logger in pl_module.seed_loggers.loggers[pl_module.seeds.index(seed)]:
+            for logger in pl_module.seed_loggers.loggers[index]:
                 logger.log_hyperparams({k: v for k, v in hparams.items() if v is not None})
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -145,6 +146,8 @@ class MBPOCLI(LightningCLI):
             isinstance(c, ProgressBar) for c in callbacks
         ):
             kwargs["callbacks"] = [MBPOProgressBar(), *callbacks]
+        if config.get("seeds") is not None and spans_processes(trainer_config):
+            kwargs["strategy"] = SeedSplitStrategy()  # each process trains its block of the seeds, sharing nothing
         return super().instantiate_trainer(**kwargs)
 
     def _parse_ckpt_path(self) -> None:
@@ -184,7 +187,8 @@ class MBPOCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         """As LightningCLI's; with ``--seeds``, the model is the population's (:mod:`mbpo_pl.population`), each seed
-        initialised as the one-agent run of that seed."""
+        initialised as the one-agent run of that seed (over several processes: this process's block of the seeds,
+        :mod:`mbpo_pl.seed_split`)."""
         super().instantiate_classes()
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         seeds = config.get("seeds")
@@ -194,7 +198,8 @@ class MBPOCLI(LightningCLI):
             dynamics_args = {**config.model.dynamics.init_args.as_dict(), **dims}
             sac_args = {**config.model.sac.init_args.as_dict(), **dims, "cuda_graphs": False}
             sac_args.pop("population", None)  # the population's size is len(seeds)
-            self.model = MBPO.population_of(dynamics_args, sac_args, seeds)
+            trainer = self.trainer
+            self.model = MBPO.population_of(dynamics_args, sac_args, seeds, trainer.global_rank, trainer.world_size)
 
     def _resolve_checkpoint(self, config: Namespace, resuming: bool) -> None:
         """Resolve ``ckpt_path``; when resuming, a checkpoint in ``<run>/checkpoints/`` makes the run loggers write
@@ -229,7 +234,9 @@ class MBPOCLI(LightningCLI):
         seeds = self.config[self.subcommand].get("seeds")
         if seeds is None:
             return f"seed {self.config[self.subcommand].get('seed_everything')}"
-        return (f"{len(seeds)} seeds in one process: {', '.join(map(str, seeds))} (each in <run>/seed_<s>/; model "
+        processes = self.trainer.world_size
+        where = "in one process" if processes == 1 else f"in {processes} processes, {len(seeds) // processes} each"
+        return (f"{len(seeds)} seeds {where}: {', '.join(map(str, seeds))} (each in <run>/seed_<s>/; model "
                 "diagnostics: python -m mbpo_pl diagnose <run>/seed_<s>)")  # fmt: skip
 
     @rank_zero_only

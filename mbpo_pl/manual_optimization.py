@@ -56,7 +56,11 @@ def backward(module: LightningModule, loss: Tensor) -> None:
 
 
 def is_distributed(module: LightningModule) -> bool:
-    return module._trainer is not None and module.trainer.world_size > 1
+    """Whether ``module``'s processes train one model together (DDP), so that gradients are averaged over them; a
+    population split over processes (:class:`~mbpo_pl.seed_split.SeedSplitStrategy`) shares nothing."""
+    if module._trainer is None or module.trainer.world_size == 1:
+        return False
+    return not getattr(module.trainer.strategy, "independent_ranks", False)
 
 
 def all_mean(module: LightningModule, tensor: Tensor) -> Tensor:

@@ -110,16 +110,21 @@ def seed_state_dict(state_dict: Mapping[str, Tensor], index: int, seeds: int) ->
     return lone
 
 
+def spans_processes(trainer: Namespace) -> bool:
+    """Whether a Trainer config asks for several processes (devices or nodes)."""
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
+    many = nodes > 1 or (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
+    return many or (isinstance(devices, str) and devices not in ("auto", "1") and devices.strip("[], ") != "0")
+
+
 def check_population_config(config: Namespace) -> None:
     """Refuse, before anything is built, what a population cannot train (one line each, the fix included)."""
     seeds = check_seeds(config.seeds)
     trainer = config.get("trainer") or Namespace()
-    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
-    many = nodes > 1 or (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
-    many = many or (isinstance(devices, str) and devices not in ("auto", "1") and devices.strip("[], ") != "0")
-    if many:
-        raise ConfigError(f"--seeds {seeds}: a population trains in one process on one device; leave "
-                          "--trainer.devices at 1 (run one population per device to use several).")  # fmt: skip
+    strategy = trainer.get("strategy") or "auto"
+    if spans_processes(trainer) and strategy not in ("auto", "ddp"):
+        raise ConfigError(f"--seeds {seeds} over several devices splits the seeds over the processes with its own "
+                          f"DDP strategy; leave --trainer.strategy at auto (or ddp), not {strategy}.")  # fmt: skip
     model = config.get("model") or Namespace()
     for child, keys in (("dynamics", ("cuda_graphs", "learn_termination")), ("sac", ("cuda_graphs",))):
         init_args = (model.get(child) or Namespace()).get("init_args") or Namespace()

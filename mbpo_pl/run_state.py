@@ -26,7 +26,9 @@ class RunState:
         seed: the run seed (``seed_everything``; a resumed run keeps its checkpoint's).
         seeds: a population's seeds (``--seeds``: several independent agents in one process), ``None`` for one
             agent; seed ``s``'s streams are seeded as a one-agent run of seed ``s`` seeds them.
-        rank, world_size: this process and the number of processes (DDP ranks).
+        rank, world_size: this process and the number of processes (DDP ranks) that train one agent together on
+            their shared data; ``0, 1`` in each process of a population split over processes (its seeds are its
+            own: :mod:`mbpo_pl.seed_split`).
         device: the Trainer's root device.
         total_env_steps: the run's length in real env steps (``loop.total_env_steps``).
         use_model: whether the run trains a model and makes rollouts (``false``: the model-free SAC baseline).
@@ -66,8 +68,10 @@ class RunState:
         """The facts of ``trainer``'s run; the seed is the global torch seed ``seed_everything`` set."""
         device = trainer.strategy.root_device
         seeds = getattr(trainer.lightning_module, "seeds", None)
-        return cls(torch.initial_seed() % 2**31, seeds, trainer.global_rank, trainer.world_size, device,
-                   clock=RunClock(device))  # fmt: skip
+        rank, world_size = trainer.global_rank, trainer.world_size
+        if getattr(trainer.strategy, "independent_ranks", False):  # a population split over processes: each
+            rank, world_size = 0, 1  # process's seeds step, count and seed their data as a one-process population's
+        return cls(torch.initial_seed() % 2**31, seeds, rank, world_size, device, clock=RunClock(device))
 
     @property
     def population(self) -> int | None:

@@ -8,7 +8,7 @@ a logger without folders (W&B) gets the seed's metrics under ``seed_<s>/`` keys.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from lightning.pytorch import Trainer
@@ -50,16 +50,16 @@ def seed_folders(run_dir: Path) -> list[Path]:
 
 
 class SeedLoggers:
-    """Per seed, a folder logger for each of ``trainer``'s folder loggers; the others are written with prefixes."""
+    """Per seed, a folder logger in ``run_dir/seed_<s>`` (``trainer.log_dir``, which under DDP every process must
+    ask for) for each of ``trainer``'s folder loggers; the others are written with prefixes."""
 
-    def __init__(self, trainer: Trainer, seeds: list[int]) -> None:
+    def __init__(self, trainer: Trainer, seeds: list[int], run_dir: str | None) -> None:
         self.seeds = seeds
         self.folders: list[Path] = []
         self.loggers: list[list[Logger]] = []
         self.prefixed: list[Logger] = [
             lg for lg in trainer.loggers if not isinstance(lg, (TensorBoardLogger, CSVLogger))
         ]
-        run_dir = trainer.log_dir
         for seed in seeds:
             own: list[Logger] = []
             if run_dir is not None:
@@ -71,16 +71,6 @@ class SeedLoggers:
                         own.append(CSVLogger(run_dir, name="", version=version))
                 self.folders.append(seed_folder(run_dir, seed))
             self.loggers.append(own)
-
-    def log(self, shared: Mapping[str, Tensor | float | int], per_seed: Mapping[str, Tensor], step: int,
-            skip: Collection[int] = ()) -> None:  # fmt: skip
-        """``shared`` scalars to every seed, ``per_seed[key][i]`` to seed ``i``; nothing to the seeds ``skip``."""
-        common = scalar_values(shared)
-        for index in range(len(self.seeds)):
-            if index in skip:
-                continue
-            own = scalar_values({key: value[index] for key, value in per_seed.items()})
-            self.log_one(index, {**common, **own}, step)
 
     def log_one(self, index: int, values: dict[str, float], step: int) -> None:
         """``values`` to seed ``index``'s loggers."""

@@ -8,12 +8,13 @@ state (env steps, ranks, seeds, device, clock) is :attr:`MBPO.run`, where every 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only
 from tensordict import TensorDict
 from torch import Tensor
 
@@ -23,6 +24,14 @@ from mbpo_pl.population import POPULATION_KEY, build_population, seed_generators
 from mbpo_pl.run_state import RunState
 from mbpo_pl.sac import SACModule
 from mbpo_pl.seed_loggers import SeedLoggers, scalar_values
+from mbpo_pl.seed_split import (
+    gather_objects,
+    gather_to_zero,
+    merge_population_checkpoints,
+    population_block,
+    split_population_checkpoint,
+    to_cpu,
+)
 
 
 class MBPO(LightningModule):
@@ -56,12 +65,18 @@ class MBPO(LightningModule):
         self._sac_stat_sums: dict[str, Tensor] = {}
         self._sac_stat_count = 0
         self._run: RunState | None = None
-        # A population (``--seeds``, :mod:`mbpo_pl.population`): its seeds, each seed's random stream (its state
-        # after the seed's initialisation until ``setup`` makes the generators) and each seed's run-folder loggers.
+        # A population (``--seeds``, :mod:`mbpo_pl.population`): the seeds this process trains (all of them, or its
+        # block of a population split over processes: :mod:`mbpo_pl.seed_split`), each seed's random stream (its
+        # state after the seed's initialisation until ``setup`` makes the generators) and, on rank 0, every seed's
+        # run-folder loggers.
         self.seeds: list[int] | None = None
+        self.population_seeds: list[int] | None = None  # every seed of the population, in every process
+        self.seed_offset = 0  # the index of this process's first seed in ``population_seeds``
         self.seed_rng_states: list[Tensor] | None = None
         self.generators: list[torch.Generator] | None = None
         self.seed_loggers: SeedLoggers | None = None
+        self._pending_seed_logs: list[tuple[int, dict[str, float], int]] = []  # split: sent at the epoch's end
+        self._logged_stops = 0
 
     @property
     def run(self) -> RunState:
@@ -71,30 +86,60 @@ class MBPO(LightningModule):
         return self._run
 
     @classmethod
-    def population_of(cls, dynamics_args: Mapping[str, Any], sac_args: Mapping[str, Any], seeds: list[int]) -> MBPO:
+    def population_of(cls, dynamics_args: Mapping[str, Any], sac_args: Mapping[str, Any], seeds: list[int],
+                      rank: int = 0, processes: int = 1) -> MBPO:  # fmt: skip
         """A population of ``len(seeds)`` agents trained together (``--seeds``), built from the one-agent modules'
         constructor arguments, seed ``s`` initialised as a one-agent run of seed ``s``
-        (:func:`~mbpo_pl.population.build_population`)."""
-        dynamics, sac, states = build_population(dynamics_args, sac_args, seeds)
+        (:func:`~mbpo_pl.population.build_population`); split over ``processes``, process ``rank``'s block of them
+        (:func:`~mbpo_pl.seed_split.population_block`)."""
+        own = population_block(seeds, rank, processes)
+        dynamics, sac, states = build_population(dynamics_args, sac_args, own)
         model = cls(dynamics, sac)
-        model.seeds, model.seed_rng_states = list(seeds), states
+        model.seeds, model.seed_rng_states = own, states
+        model.population_seeds, model.seed_offset = list(seeds), rank * len(own)
         return model
 
     @property
     def population(self) -> int | None:
-        """The number of agents trained together (``None``: one agent)."""
+        """The number of agents this process trains (``None``: one agent)."""
         return None if self.seeds is None else len(self.seeds)
+
+    @property
+    def split(self) -> bool:
+        """Whether the population is split over several processes, each training its block of the seeds."""
+        return self.seeds is not None and len(self.seeds) != len(self.population_seeds)
 
     def setup(self, stage: str) -> None:
         if self.seeds is not None and self.generators is None:
             self.generators = seed_generators(self.seed_rng_states, self.seeds, self.trainer.strategy.root_device)
             self.sac.generators = self.generators
+            run_dir = self.trainer.log_dir  # a collective under DDP: every process asks
             if self.trainer.is_global_zero:
-                self.seed_loggers = SeedLoggers(self.trainer, self.seeds)
+                self.seed_loggers = SeedLoggers(self.trainer, self.population_seeds, run_dir)
 
     def on_train_epoch_end(self) -> None:
+        if self.split:
+            self._exchange_seed_events()
         if self.seed_loggers is not None:
             self.seed_loggers.save()
+
+    def _exchange_seed_events(self) -> None:
+        """A split population's epoch end, in every process: rank 0 writes what the processes' seeds logged out of
+        step (episode ends) and the count of stopped seeds; when no seed is left training anywhere, every process
+        stops with :class:`~mbpo_pl.errors.NonFiniteError`."""
+        stopped = [(self.seed_offset + index, record["env_steps"]) for index, record in self.run.stopped.items()]
+        parts = gather_objects(self.trainer, (self._pending_seed_logs, stopped))
+        self._pending_seed_logs = []
+        all_stopped = [stop for _, stops in parts for stop in stops]
+        if self.trainer.is_global_zero:
+            for index, values, env_steps in sorted((e for logs, _ in parts for e in logs), key=lambda e: e[2]):
+                self.seed_loggers.log_one(index, values, env_steps)
+            if len(all_stopped) != self._logged_stops:
+                self.log_population_metrics({"population/stopped_seeds": len(all_stopped)}, self.run.env_steps)
+        self._logged_stops = len(all_stopped)
+        if len(all_stopped) == len(self.population_seeds):
+            stops = [(self.population_seeds[index], step) for index, step in sorted(all_stopped)]
+            raise NonFiniteError(f"every seed of the population has stopped (seed, env step): {stops}.")
 
     def teardown(self, stage: str) -> None:
         if self.seed_loggers is not None:
@@ -105,6 +150,12 @@ class MBPO(LightningModule):
         if self.seeds is not None:
             checkpoint[POPULATION_KEY] = {"seeds": self.seeds, "generators": [g.get_state() for g in self.generators],
                                           "stopped": self.run.stopped}  # fmt: skip
+        if self.split:  # every process's block into rank 0's file, as one process of all seeds writes it
+            parts = gather_to_zero(self.trainer, to_cpu(checkpoint))
+            if parts is not None:
+                merged = merge_population_checkpoints(parts)
+                checkpoint.clear()
+                checkpoint.update(merged)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Runs before the weights, buffers and callbacks are loaded: refuse a checkpoint of another env with a clear
@@ -114,13 +165,16 @@ class MBPO(LightningModule):
             self.trainer.datamodule.env_spec.check_checkpoint(checkpoint["mbpo_env"])
         saved = checkpoint.get(POPULATION_KEY)
         saved_seeds = None if saved is None else list(saved["seeds"])
-        if saved_seeds != self.seeds:
+        if saved_seeds != self.population_seeds:
 
             def flag(seeds: list[int] | None) -> str:
                 return "no --seeds (one agent)" if seeds is None else "--seeds [" + ",".join(map(str, seeds)) + "]"
 
-            raise ConfigError(f"This checkpoint was trained with {flag(saved_seeds)}, this run has {flag(self.seeds)}: "
-                              f"resume it with {flag(saved_seeds)}.")  # fmt: skip
+            raise ConfigError(f"This checkpoint was trained with {flag(saved_seeds)}, this run has "
+                              f"{flag(self.population_seeds)}: resume it with {flag(saved_seeds)}.")  # fmt: skip
+        if self.split:  # this process's block of the population's checkpoint (written by any number of processes)
+            split_population_checkpoint(checkpoint, self.seed_offset, self.seed_offset + len(self.seeds))
+            saved = checkpoint[POPULATION_KEY]
         if saved is not None:
             for generator, state in zip(self.generators, saved["generators"]):
                 generator.set_state(state)
@@ -174,32 +228,48 @@ class MBPO(LightningModule):
                 "state_dict": {k: v.clone() for k, v in seed_state_dict(state_dict, index, len(self.seeds)).items()},
             }  # fmt: skip
         names = ", ".join(str(self.seeds[index]) for index in indices)
-        if not run.training_seeds:
+        if not self.split and not run.training_seeds:
             raise NonFiniteError(f"seed(s) {names} at env step {run.env_steps}: {reason} No seed of the population "
                                  "is left training.")  # fmt: skip
-        left = ", ".join(str(self.seeds[index]) for index in run.training_seeds)
-        rank_zero_warn(f"--seeds: seed(s) {names} stopped at env step {run.env_steps}: {reason} Seeds {left} train "
-                       "on; a stopped seed's state at the stop is what its folder's tools (export, test, diagnose) "
-                       "read from the population's checkpoints.")  # fmt: skip
-        self.log_population_metrics({"population/stopped_seeds": len(run.stopped)}, run.env_steps)
+        warnings.warn(f"--seeds: seed(s) {names} stopped at env step {run.env_steps}: {reason} The other seeds train "
+                      "on; a stopped seed's state at the stop is what its folder's tools (export, test, diagnose) read "
+                      "from the population's checkpoints.", stacklevel=2)  # fmt: skip
+        if not self.split:  # split: counted over the processes at the epoch's end (_exchange_seed_events)
+            self.log_population_metrics({"population/stopped_seeds": len(run.stopped)}, run.env_steps)
 
-    @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Tensor | float | int], env_steps: int) -> None:
         """Write ``metrics`` to every logger with the env-step count as the x-axis (one host sync per call).
 
         In a population every tensor with dimensions holds one value per seed along its first (``[S]``, ``[S, E]``)
         and goes to that seed's own run folder (:class:`~mbpo_pl.seed_loggers.SeedLoggers`); scalars are the
         population's (timings, env steps) and go to the population's folder and to every seed's. A stopped seed's
-        folder gets nothing more."""
+        folder gets nothing more. Split over processes, every process must call it (rank 0 writes)."""
         if self.seeds is None:
-            for logger in self.trainer.loggers:
-                logger.log_metrics(scalar_values(metrics), step=env_steps)
+            if self.trainer.is_global_zero:
+                for logger in self.trainer.loggers:
+                    logger.log_metrics(scalar_values(metrics), step=env_steps)
             return
         shared = {key: value for key, value in metrics.items() if not isinstance(value, Tensor) or value.dim() == 0}
         per_seed = {key: value for key, value in metrics.items() if key not in shared}
-        self.seed_loggers.log(shared, per_seed, env_steps, skip=self.run.stopped)
+        rows = {self.seed_offset + index: scalar_values({key: value[index] for key, value in per_seed.items()})
+                for index in self.run.training_seeds}  # fmt: skip
+        self.log_seed_rows(shared, rows, env_steps)
+
+    def log_seed_rows(self, shared: Mapping[str, Tensor | float | int], rows: Mapping[int, Mapping[str, float]],
+                      env_steps: int, gathered: bool = False) -> None:  # fmt: skip
+        """A population's ``shared`` scalars into its folder and every seed's, and ``rows[i]`` into the folder of
+        seed ``population_seeds[i]``. Split over processes, each passes its own seeds' rows and rank 0 writes them
+        all (``gathered``: ``rows`` already hold every process's)."""
+        if self.split and not gathered:
+            parts = gather_to_zero(self.trainer, dict(rows))
+            rows = {} if parts is None else {index: row for part in parts for index, row in part.items()}
+        if not self.trainer.is_global_zero:
+            return
+        common = scalar_values(shared)
+        for index in sorted(rows):
+            self.seed_loggers.log_one(index, {**common, **rows[index]}, env_steps)
         for logger in self.trainer.loggers:
-            logger.log_metrics(scalar_values(shared), step=env_steps)
+            logger.log_metrics(common, step=env_steps)
 
     @rank_zero_only
     def log_population_metrics(self, metrics: Mapping[str, float], env_steps: int) -> None:
@@ -207,7 +277,11 @@ class MBPO(LightningModule):
         for logger in self.trainer.loggers:
             logger.log_metrics(scalar_values(metrics), step=env_steps)
 
-    @rank_zero_only
     def log_seed_metrics(self, index: int, metrics: Mapping[str, Tensor | float | int], env_steps: int) -> None:
-        """Write one seed's ``metrics`` (e.g. an episode that ended in its env) into that seed's run folder."""
-        self.seed_loggers.log_one(index, scalar_values(metrics), env_steps)
+        """Write the ``metrics`` of this process's seed ``index`` (e.g. an episode that ended in its env) into that
+        seed's run folder (split over processes: at the epoch's end, through rank 0)."""
+        values = scalar_values(metrics)
+        if self.split:
+            self._pending_seed_logs.append((self.seed_offset + index, values, env_steps))
+        elif self.trainer.is_global_zero:
+            self.seed_loggers.log_one(index, values, env_steps)

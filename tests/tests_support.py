@@ -76,14 +76,16 @@ def renderer_available() -> bool:
 
 class PoisonSeeds(Callback):
     """A callback (``--trainer.callbacks+=tests_support.PoisonSeeds``) that, at env step ``at``, makes a population
-    seed's SAC actor (index ``sac_seed``) and another's dynamics ensemble (index ``dynamics_seed``) NaN: the first
-    fails in its next SAC statistics, the second in its next model training."""
+    seed's SAC actor (index ``sac_seed`` of the process's seeds) and another's dynamics ensemble (``dynamics_seed``)
+    NaN: the first fails in its next SAC statistics, the second in its next model training. ``rank``: only in that
+    process (default: every process)."""
 
-    def __init__(self, at: int, sac_seed: int | None = None, dynamics_seed: int | None = None) -> None:
-        self.at, self.sac_seed, self.dynamics_seed = at, sac_seed, dynamics_seed
+    def __init__(self, at: int, sac_seed: int | None = None, dynamics_seed: int | None = None,
+                 rank: int | None = None) -> None:  # fmt: skip
+        self.at, self.sac_seed, self.dynamics_seed, self.rank = at, sac_seed, dynamics_seed, rank
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        if pl_module.run.env_steps != self.at:
+        if pl_module.run.env_steps != self.at or self.rank not in (None, trainer.global_rank):
             return
         with torch.no_grad():
             if self.sac_seed is not None:
