@@ -128,12 +128,14 @@ def _drop_grads(params: Iterable[Tensor]) -> None:
 
 def lightning_step_is_plain(trainer: Trainer) -> bool:
     """Whether Lightning's ``manual_backward`` + optimizer ``step`` amount to ``loss.backward()`` +
-    ``optimizer.step()`` plus hook dispatch in this run: one device (no gradient sync), and full or mixed precision
-    without a gradient scaler (``32-true``, ``bf16-mixed``). Any other strategy or precision plugin may scale,
-    unscale, cast or synchronise in those calls."""
+    ``optimizer.step()`` plus hook dispatch in this run: one device, or a population split over processes (neither
+    syncs gradients; the split's strategy wraps no module), and full or mixed precision without a gradient scaler
+    (``32-true``, ``bf16-mixed``). Any other strategy or precision plugin may scale, unscale, cast or synchronise in
+    those calls."""
     plugin = trainer.precision_plugin
+    strategy = trainer.strategy
     return (
-        isinstance(trainer.strategy, SingleDeviceStrategy)
+        (isinstance(strategy, SingleDeviceStrategy) or getattr(strategy, "independent_ranks", False))
         and type(plugin) in (Precision, MixedPrecision)
         and getattr(plugin, "scaler", None) is None
     )

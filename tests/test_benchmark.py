@@ -134,3 +134,17 @@ def test_speed_doc_whole_loop_population_table_is_generated_from_the_committed_j
         source = source or json.loads((BENCHMARKS / "population8_cpu2.json").read_text())
         block = speed.split(f"<!-- {name} -->\n", 1)[1].split(f"\n<!-- /{name} -->", 1)[0]
         assert block == population.markdown(source)
+
+
+def test_distributed_doc_population_split_table_is_generated_from_the_committed_json():
+    population = _load("population")
+    stored = json.loads((BENCHMARKS / "population_ddp_cpu2.json").read_text())
+    text = population.markdown(stored)
+    ddp = next(r for r in stored["rows"] if r["layout"] == "ddp" and r["population"] == 4)
+    best = max(r["seed_env_steps_per_s"] for r in stored["rows"] if r["layout"] == "separate")
+    rate = ddp["seed_env_steps_per_s"]
+    assert f"population of 2 each | {rate:.2f} | - | {rate / best:.2f}x |" in text
+    doc = (BENCHMARKS.parent / "docs" / "distributed.md").read_text()
+    block = doc.split("<!-- population-ddp -->\n", 1)[1].split("\n<!-- /population-ddp -->", 1)[0]
+    assert block == text
+

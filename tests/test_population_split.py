@@ -89,6 +89,9 @@ def test_a_population_split_over_two_processes_trains_each_block_as_one_process_
     for key in ("state_dict", "optimizer_states", "MBPODataModule", "mbpo_population"):
         _equal(checkpoint[key], joined[key], key)
     _equal(checkpoint["callbacks"]["MBPOLoop"]["runners"], joined["callbacks"]["MBPOLoop"]["runners"], "runners")
+    resumed = main(["fit", "--config", config, "--seeds", "[0,1,2,3]", "--torch_threads", "1", "--ckpt_path", str(run),
+                    "--loop.total_env_steps", "350"])  # fmt: skip  # in one process: the same checkpoint
+    assert resumed.model.run.env_steps == 350 and _scalars(run / "seed_3")["train/env_steps"][-1] == (350, 350.0)
 
     # Both seeds of process 1 made non-finite at env step 160: they stop, process 1 goes on with nothing to train,
     # and process 0's seeds train on exactly as the one-process population of [0,1].
