@@ -137,9 +137,11 @@ class MBPOLoop(Callback):
             longest = max(self.schedule.rollout_length(0), self.schedule.rollout_length(self.total_env_steps))
             model_buffer_size = self.schedule.model_buffer_capacity(longest) if self.use_model else 0
             memmap_dir = data.buffer_dir if data.buffer_storage == "memmap" else None
-            on_this_machine = len(self.run.seeds) * trainer.num_devices  # the processes here share its memory
-            check_population_fits(on_this_machine, data.obs_dim, data.act_dim, data.real_buffer_size,
-                                  model_buffer_size, self.run.device, memmap_dir)  # fmt: skip
+            # A split population's processes on this machine share its RAM and disk (not a GPU's memory).
+            shared = self.run.device.type == "cpu" or memmap_dir is not None
+            sharing = len(self.run.seeds) * (trainer.num_devices if shared else 1)
+            check_population_fits(sharing, data.obs_dim, data.act_dim, data.real_buffer_size, model_buffer_size,
+                                  self.run.device, memmap_dir)  # fmt: skip
         self.run.clock.watch()  # leaves SIGTSTP pauses out of the timings; undone in teardown()
 
     @property
