@@ -148,3 +148,12 @@ def test_distributed_doc_population_split_table_is_generated_from_the_committed_
     block = doc.split("<!-- population-ddp -->\n", 1)[1].split("\n<!-- /population-ddp -->", 1)[0]
     assert block == text
 
+
+def test_the_gpu_scripts_are_valid_bash_and_name_what_they_write():
+    import subprocess
+
+    for script in ("gpu_check.sh", "gpu_wheels.sh"):
+        result = subprocess.run(["bash", "-n", str(BENCHMARKS / script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    text = (BENCHMARKS / "gpu_check.sh").read_text()
+    assert '--json "$OUT/population.json"' in text and '--out "$OUT/components.json"' in text
