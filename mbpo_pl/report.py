@@ -113,6 +113,11 @@ def print_run(run_dir: str | Path, block: int) -> None:
     for step, value in scalars.get("eval/return", []):
         cells = "".join(f"{values[step]:16.1f}" if step in values else f"{'-':>16}" for values in term_values)
         print(f"{step:9d}  {value:11.1f}{cells}")
+    for step, _ in scalars.get("population/stopped", [])[-1:]:  # a population's seed stopped by a non-finite training
+        print(f"stopped at env step {step}: its training became non-finite (the population's checkpoints hold its "
+              "state at the stop)")  # fmt: skip
+    for step, count in scalars.get("population/stopped_seeds", [])[-1:]:
+        print(f"seeds stopped by non-finite training: {count:.0f} (by env step {step}; each seed folder says when)")
     rows = health(scalars, block)
     if rows:
         print(f"\nhealth per {block} env steps (means; k: last; nonfinite: sum)")

@@ -227,6 +227,8 @@ class MBPO(LightningModule):
                 "seed": self.seeds[index], "env_steps": run.env_steps, "reason": reason,
                 "state_dict": {k: v.clone() for k, v in seed_state_dict(state_dict, index, len(self.seeds)).items()},
             }  # fmt: skip
+        for index in indices:  # in the seed's own folder: when it stopped (`report` says so)
+            self.log_seed_metrics(index, {"population/stopped": 1.0}, run.env_steps)
         names = ", ".join(str(self.seeds[index]) for index in indices)
         if not self.split and not run.training_seeds:
             raise NonFiniteError(f"seed(s) {names} at env step {run.env_steps}: {reason} No seed of the population "

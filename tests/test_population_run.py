@@ -14,7 +14,7 @@ from mbpo_pl.errors import NonFiniteError
 from mbpo_pl.plot import plot_runs, seeds_band
 from mbpo_pl.policy import load_policy
 from mbpo_pl.population import seed_state_dict
-from mbpo_pl.report import load_scalars
+from mbpo_pl.report import load_scalars, print_run
 from mbpo_pl.run_curves import export, load_runs
 from mbpo_pl.run_folders import read_agent_checkpoint
 
@@ -176,7 +176,7 @@ def test_the_progress_bar_shows_the_seeds_mean_min_and_max_return():
     assert metrics["eval"] == "20.0 [10.0, 30.0]" and metrics["env_steps"] == "500/1000"
 
 
-def test_a_seed_whose_training_becomes_non_finite_stops_and_the_others_train_on_exactly(tmp_path):
+def test_a_seed_whose_training_becomes_non_finite_stops_and_the_others_train_on_exactly(tmp_path, capsys):
     """Seed 2's SAC and seed 1's ensemble made NaN at env step 160: both stop (seed 2 at the epoch's SAC statistics,
     seed 1 at the next model training), each keeping its state at the stop, and seed 0 trains on bit for bit as in
     a clean run; the stops survive a resume."""
@@ -200,6 +200,13 @@ def test_a_seed_whose_training_becomes_non_finite_stops_and_the_others_train_on_
     seed_1, seed_2 = (load_scalars(bad_run / f"seed_{seed}") for seed in (1, 2))
     assert [step for step, _ in seed_1["eval/return"]] == [200] and seed_1["train/critic_loss"][-1][0] == 200
     assert "eval/return" not in seed_2 and [step for step, _ in seed_2["train/critic_loss"]] == [150]
+    assert seed_1["population/stopped"] == seed_2["population/stopped"] == [(200, 1.0)]
+    capsys.readouterr()
+    print_run(bad_run / "seed_2", 1000)
+    print_run(bad_run, 1000)
+    report = capsys.readouterr().out
+    assert "stopped at env step 200: its training became non-finite" in report
+    assert "seeds stopped by non-finite training: 2" in report
     population = load_scalars(bad_run)
     assert population["population/stopped_seeds"][-1] == (200, 2.0)
     assert population["eval/return"][-1][1] == pytest.approx(load_scalars(bad_run / "seed_0")["eval/return"][-1][1])
