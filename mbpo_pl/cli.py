@@ -120,7 +120,8 @@ class MBPOCLI(LightningCLI):
             default=None,
             help="train one independent agent per seed in this one process, e.g. --seeds [0,1,2,3]: each with its "
             "own env, buffers, networks, optimizer state and random streams, seeded as a one-agent run of that seed; "
-            "logs of seed s in <run>/seed_s/ (None: one agent, seeded by seed_everything).",
+            "logs of seed s in <run>/seed_s/ (None: one agent, seeded by seed_everything). With --trainer.devices N, "
+            "each of the N processes trains its block of len(seeds)/N of them, sharing nothing.",
         )
         # Evaluation and diagnostics before the loop in the callback list: their epoch-end hooks then run before the
         # loop takes the epoch's time figures, so `time/diagnostics_s` lands in the epoch it measured (in any order,

@@ -173,7 +173,9 @@ def test_the_progress_bar_shows_the_seeds_mean_min_and_max_return():
     run = RunState(seeds=[0, 1, 2], total_env_steps=1000, env_steps=500, last_eval_return=20.0,
                    last_eval_returns=[10.0, 20.0, 30.0])  # fmt: skip
     metrics = MBPOProgressBar().get_metrics(None, SimpleNamespace(run=run))
-    assert metrics["eval"] == "20.0 [10.0, 30.0]" and metrics["env_steps"] == "500/1000"
+    assert metrics["eval"] == "20.0 [10.0, 30.0]" and metrics["env_steps"] == "500/1000" and "stopped" not in metrics
+    run.stopped = {2: {}}
+    assert MBPOProgressBar().get_metrics(None, SimpleNamespace(run=run))["stopped"] == "2"
 
 
 def test_a_seed_whose_training_becomes_non_finite_stops_and_the_others_train_on_exactly(tmp_path, capsys):
