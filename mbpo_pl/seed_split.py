@@ -110,17 +110,9 @@ def _merge_optimizer(parts: list[dict], kind: str, seeds_per_part: int) -> dict:
                 for key, value in state.items()
             }  # fmt: skip
         return merged
-    groups, state, next_id = [], {}, 0
-    for group_index, group in enumerate(parts[0]["param_groups"]):
-        ids = []
-        for part in parts:
-            for pid in part["param_groups"][group_index]["params"]:
-                if pid in part["state"]:
-                    state[next_id] = part["state"][pid]
-                ids.append(next_id)
-                next_id += 1
-        groups.append({**group, "params": ids})
-    return {"state": state, "param_groups": groups}
+    chosen = [[(part["state"], pid) for part in parts for pid in part["param_groups"][index]["params"]]
+              for index in range(len(parts[0]["param_groups"]))]  # fmt: skip
+    return _renumbered(parts[0]["param_groups"], chosen)
 
 
 def _split_optimizer(optimizer: dict, kind: str, lo: int, hi: int, seeds: int) -> dict:
@@ -130,17 +122,26 @@ def _split_optimizer(optimizer: dict, kind: str, lo: int, hi: int, seeds: int) -
             "state": {pid: {key: value[lo:hi] if _stacked(value, seeds) else value for key, value in state.items()}
                       for pid, state in optimizer["state"].items()},
         }  # fmt: skip
-    groups, state, next_id = [], {}, 0
+    chosen = []
     for group in optimizer["param_groups"]:
-        per_seed = len(group["params"]) // seeds
+        per_seed = len(group["params"]) // seeds  # the group's parameters are seed-major
+        chosen.append([(optimizer["state"], pid) for pid in group["params"][lo * per_seed : hi * per_seed]])
+    return _renumbered(optimizer["param_groups"], chosen)
+
+
+def _renumbered(groups: list[dict], chosen: list[list[tuple[dict, int]]]) -> dict:
+    """An optimizer state dict with ``groups``' settings whose group ``g`` holds the parameters ``chosen[g]``
+    (``(source state, id there)`` each), numbered from 0 across the groups, each with its source's state (if any)."""
+    renumbered, state, next_id = [], {}, 0
+    for group, members in zip(groups, chosen, strict=True):
         ids = []
-        for pid in group["params"][lo * per_seed : hi * per_seed]:
-            if pid in optimizer["state"]:
-                state[next_id] = optimizer["state"][pid]
+        for source, pid in members:
+            if pid in source:
+                state[next_id] = source[pid]
             ids.append(next_id)
             next_id += 1
-        groups.append({**group, "params": ids})
-    return {"state": state, "param_groups": groups}
+        renumbered.append({**group, "params": ids})
+    return {"state": state, "param_groups": renumbered}
 
 
 def _stacked(value: Any, seeds: int) -> bool:
