@@ -140,8 +140,9 @@ class MBPOLoop(Callback):
             # A split population's processes on this machine share its RAM and disk (not a GPU's memory).
             shared = self.run.device.type == "cpu" or memmap_dir is not None
             sharing = len(self.run.seeds) * (trainer.num_devices if shared else 1)
-            check_population_fits(sharing, data.obs_dim, data.act_dim, data.real_buffer_size, model_buffer_size,
-                                  self.run.device, memmap_dir)  # fmt: skip
+            real_size = min(data.real_buffer_size, self.total_env_steps)  # a seed's buffer holds its env steps
+            check_population_fits(sharing, data.obs_dim, data.act_dim, real_size, model_buffer_size, self.run.device,
+                                  memmap_dir)  # fmt: skip
         self.run.clock.watch()  # leaves SIGTSTP pauses out of the timings; undone in teardown()
 
     @property

@@ -38,11 +38,17 @@ def make_replay_buffer(
 
 
 def buffer_state(buffer: TensorDictReplayBuffer, generator: torch.Generator) -> dict:
-    """The filled part of a buffer (in storage order), its writer position and its sampling RNG, as plain tensors."""
-    index = torch.arange(len(buffer), device=buffer.storage.device)
+    """The filled part of a buffer (in storage order), its writer position and its sampling RNG, as plain tensors.
+
+    A full buffer's tensors are its storage itself (views: a checkpoint of a full buffer costs no copy in memory);
+    a partly filled one's are a copy of the filled rows (a view would save the whole capacity)."""
+    filled = len(buffer)
+    part = buffer.storage[0:filled] if filled else None
+    if part is not None and filled < buffer.storage.max_size:
+        part = part.clone()
     return {
         "capacity": buffer.storage.max_size,
-        "data": buffer.storage[index].flatten_keys(".").to_dict() if len(buffer) else {},
+        "data": part.flatten_keys(".").to_dict() if part is not None else {},
         "writer": buffer.writer.state_dict(),
         "rng": generator.get_state(),
     }

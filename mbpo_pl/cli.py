@@ -21,6 +21,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.env_loop import MBPOLoop
@@ -28,6 +29,7 @@ from callbacks.evaluation import Evaluation
 from callbacks.model_diagnostics import ModelDiagnostics
 from callbacks.progress import MBPOProgressBar
 from mbpo_pl.checkpoint_eval import evaluate_checkpoint
+from mbpo_pl.checkpoint_io import StreamingCheckpointIO
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError, exit_with_error
 from mbpo_pl.population import check_population_config, spans_processes
@@ -139,7 +141,8 @@ class MBPOCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Adds the MBPO progress bar (the whole run's env steps, ETA, last eval return, env steps/s) unless the
-        config disables the bar or brings its own."""
+        config disables the bar or brings its own, and :class:`~mbpo_pl.checkpoint_io.StreamingCheckpointIO` unless
+        the config brings a ``CheckpointIO``."""
         config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
         trainer_config = config.get("trainer", {})
         callbacks = list(kwargs.get("callbacks", trainer_config.get("callbacks") or []))
@@ -149,6 +152,11 @@ class MBPOCLI(LightningCLI):
             kwargs["callbacks"] = [MBPOProgressBar(), *callbacks]
         if config.get("seeds") is not None and spans_processes(trainer_config):
             kwargs["strategy"] = SeedSplitStrategy()  # each process trains its block of the seeds, sharing nothing
+        plugins = kwargs.get("plugins", trainer_config.get("plugins"))
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        strategy = kwargs.get("strategy", trainer_config.get("strategy"))
+        if not any(isinstance(p, CheckpointIO) for p in plugins) and getattr(strategy, "_checkpoint_io", None) is None:
+            kwargs["plugins"] = [*plugins, StreamingCheckpointIO()]  # checkpoints written without a copy in memory
         return super().instantiate_trainer(**kwargs)
 
     def _parse_ckpt_path(self) -> None:

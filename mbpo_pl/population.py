@@ -174,9 +174,10 @@ def check_population_fits(
     population: int, obs_dim: int, act_dim: int, real_buffer_size: int, model_buffer_size: int, device: torch.device,
     memmap_dir: Path | None = None,
 ) -> int:  # fmt: skip
-    """Refuse a population whose replay buffers (``population`` real buffers of ``real_buffer_size`` and model
-    buffers of ``model_buffer_size`` transitions, the largest the run's rollouts reach) would not fit in the memory
-    free on ``device`` (memory-mapped under ``memmap_dir``: on that disk); returns the estimate in bytes."""
+    """Refuse a population whose replay buffers (``population`` real buffers of ``real_buffer_size`` transitions,
+    the most a seed's run fills, and model buffers of ``model_buffer_size``, the largest the run's rollouts reach)
+    would not fit in the memory free on ``device`` (memory-mapped under ``memmap_dir``: on that disk); returns the
+    estimate in bytes."""
     per_seed = (real_buffer_size + model_buffer_size) * transition_bytes(obs_dim, act_dim)
     if memmap_dir is None:
         free, where, other = available_memory(device), str(device), "data.buffer_storage memmap"

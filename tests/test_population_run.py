@@ -128,7 +128,10 @@ def test_a_population_of_one_is_the_one_agent_run(tmp_path):
         (["--seeds", "[]"], "at least one seed"),
         (["--seeds", "[0,1,2]", "--trainer.devices", "2"], "3 seeds do not split evenly over 2 processes"),
         (["--seeds", "[0,1]", "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn"], "leave --trainer.strategy"),
-        (["--seeds", "[0,1]", "--data.real_buffer_size", "100000000000"], "train at most 0 seeds per process"),
+        (
+            ["--seeds", "[0,1]", "--data.real_buffer_size", "100000000000", "--loop.total_env_steps", "100000000000"],
+            "train at most 0 seeds per process",
+        ),
         (["--seeds", "[0,1]", "--model.dynamics.learn_termination", "true"], "learn_termination"),
     ],
 )
