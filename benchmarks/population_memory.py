@@ -216,8 +216,8 @@ def markdown(stored: dict) -> str:
         f"CPU: {stored['cpu']}, torch {stored['torch']}, {stored['ram_gib']:.0f} GiB RAM.",
         "",
         "| case | env | seeds | storage | real + model transitions per seed | check's estimate (MiB) "
-        "| peak RSS (MiB) | peak anonymous (MiB) | peak file-backed (MiB) | on disk (MiB) | outcome |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peak RSS (MiB) | peak anonymous (MiB) | peak file-backed (MiB) | on disk (MiB) | code | outcome |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in stored["rows"]:
         outcome = (f"ran, {row['wall_s']:.0f} s" if row["returncode"] == 0 else
@@ -226,7 +226,7 @@ def markdown(stored: dict) -> str:
             f"| {row['case']} | {row['env']} | {row['seeds']} | {row['storage']} | "
             f"{row['real_per_seed']:,} + {row['model_per_seed']:,} | {row['estimate_mib']:,.0f} | "
             f"{row['peak_rss_mib']:,.0f} | {row['peak_anon_mib']:,.0f} | {row['peak_file_mib']:,.0f} | "
-            f"{row['peak_disk_mib']:,.0f} | {outcome} |"
+            f"{row['peak_disk_mib']:,.0f} | {row.get('commit', '')} | {outcome} |"
         )
     return "\n".join(lines)
 
@@ -266,6 +266,8 @@ def main() -> None:
                                capture_output=True, text=True, check=True)  # fmt: skip
         row = json.loads(child.stdout.splitlines()[-1])
     row.pop("output_tail", None) if row["returncode"] == 0 else None
+    row["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                   text=True).stdout.strip()  # fmt: skip
     print(json.dumps(row, indent=1))
     if args.json is not None:
         import torch

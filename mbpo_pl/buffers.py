@@ -40,15 +40,19 @@ def make_replay_buffer(
 def buffer_state(buffer: TensorDictReplayBuffer, generator: torch.Generator) -> dict:
     """The filled part of a buffer (in storage order), its writer position and its sampling RNG, as plain tensors.
 
-    A full buffer's tensors are its storage itself (views: a checkpoint of a full buffer costs no copy in memory);
-    a partly filled one's are a copy of the filled rows (a view would save the whole capacity)."""
+    A buffer at least half full gives views of its storage (the checkpoint costs no copy in memory; ``torch.save``
+    writes a view's whole storage, so its file holds at most twice the filled rows); a less filled one a copy of
+    its filled rows."""
     filled = len(buffer)
-    part = buffer.storage[0:filled] if filled else None
-    if part is not None and filled < buffer.storage.max_size:
-        part = part.clone()
+    data = {}
+    if filled:
+        rows = buffer.storage[0:filled]  # views of the storage
+        if 2 * filled < buffer.storage.max_size:
+            rows = rows.clone()
+        data = rows.flatten_keys(".").to_dict()
     return {
         "capacity": buffer.storage.max_size,
-        "data": part.flatten_keys(".").to_dict() if part is not None else {},
+        "data": data,
         "writer": buffer.writer.state_dict(),
         "rng": generator.get_state(),
     }
