@@ -3,6 +3,8 @@ rollouts, and the metrics of both (``dynamics/``, ``rollout/``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -85,9 +87,13 @@ def refill_population_model_buffers(
     the other seeds' model buffers keep what they hold."""
     data.size_model_buffer(rollout_length)
     start = data.sample_start_states(data.run.schedule.rollout_batch_size, seeds).to(dynamics.elites.device)
-    results = population_rollouts(dynamics.model, actor, dynamics.elites, termination_fn, start, rollout_length,
-                                  generators, seeds)  # fmt: skip
-    data.add_model([result.transitions for result in results], seeds)
+    seeds = list(range(len(data.replay.seeds))) if seeds is None else list(seeds)
+    results = []
+    for position, seed in enumerate(seeds):  # one seed at a time: only its rollouts wait in memory for its buffer
+        (result,) = population_rollouts(dynamics.model, actor, dynamics.elites, termination_fn,
+                                        start[position : position + 1], rollout_length, generators, [seed])  # fmt: skip
+        data.add_model([result.transitions], [seed])
+        results.append(replace(result, transitions=result.transitions[:0].clone()))
     return results
 
 
@@ -109,7 +115,7 @@ def model_data_metrics(
         "rollout/length": rollout_length,
         "rollout/kept_fraction": result.steps_alive[-1].float() / rollout_batch_size,
         "rollout/mean_alive_steps": result.steps_alive.float().sum() / rollout_batch_size,
-        "rollout/new_transitions": result.transitions.shape[0],
+        "rollout/new_transitions": result.num_transitions,
         "rollout/dropped_nonfinite": result.dropped_nonfinite,
         "rollout/model_buffer_size": len(replay.model),
         "rollout/model_buffer_capacity": replay.model.storage.max_size,

@@ -44,7 +44,8 @@ def make_transitions(
 
 @dataclass
 class RolloutResult:
-    transitions: TensorDict  # [M] transitions from all k steps
+    transitions: TensorDict  # [M] transitions from all k steps (empty once they went into a buffer)
+    num_transitions: int  # M, kept when ``transitions`` is emptied
     steps_alive: Tensor  # [k] number of rollouts still running at each step (scalar tensors, no host sync)
     dropped_nonfinite: Tensor  # scalar: transitions dropped because the model produced non-finite values
 
@@ -99,8 +100,10 @@ def branched_rollout(
         obs_f, action_f, reward_f, next_f, term_f = (t[finite] for t in (obs, action, reward, next_obs, terminated))
         chunks.append(make_transitions(obs_f, action_f, reward_f, next_f, term_f, torch.zeros_like(term_f)))
         obs = next_f[~term_f]
+    transitions = torch.cat(chunks)
     return RolloutResult(
-        transitions=torch.cat(chunks),
+        transitions=transitions,
+        num_transitions=transitions.shape[0],
         steps_alive=torch.stack(steps_alive),
         dropped_nonfinite=dropped,
     )
