@@ -129,10 +129,10 @@ def main() -> None:
             "the committed CSVs; returns on the results' basis (mean of each seed's evaluations in (X - 5k, X]).\n\n"
             + text
             + "\n\n![population vs single-seed runs](hopper_population.png)\n\n"
-            "The population's seeds (`hopper_population_seed<s>.csv`; `runs.yaml`: bf16-mixed, one torch thread, code\n"
-            "12d812f) and the single-seed runs (bf16-mixed, and one 32-true) ran on the same Intel Xeon. With four runs\n"
-            "on each side the single-seed range is a narrow yardstick; the mean ± sample std bands and Welch's t (the\n"
-            "difference of the means in standard errors) are the figures to read.\n"
+            "The population's seeds (`hopper_population_seed<s>.csv`; `runs.yaml`: bf16-mixed, one torch thread,\n"
+            "code 12d812f) and the single-seed runs (bf16-mixed, and one 32-true) ran on the same Intel Xeon. With\n"
+            "four runs on each side the single-seed range is a narrow yardstick; the mean ± sample std bands and\n"
+            "Welch's t (the difference of the means in standard errors) are the figures to read.\n"
         )
     if args.output is not None:
         print(figure(args.population, SINGLE, args.output))
