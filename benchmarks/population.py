@@ -135,38 +135,6 @@ def run_layout(population: int, layout: str, precision: str, cores: int, random_
             "seed_env_steps_per_s": throughput, "period_s": seconds, "peak_rss_mib": peak_kib / 1024}  # fmt: skip
 
 
-def filled_buffers_rss(population: int, obs_dim: int, act_dim: int, real: int, rollout_length: int) -> dict:
-    """Peak RSS (MiB) of a process holding a population's replay buffers (in memory) filled with ``real`` real
-    transitions each and the model transitions Hopper's schedule keeps at ``rollout_length``, against the estimate
-    the population's memory check makes (:func:`mbpo_pl.population.check_population_fits`). Run in a fresh
-    process."""
-    import resource
-
-    import torch
-
-    from mbpo_pl.population import transition_bytes
-    from mbpo_pl.replay import PopulationReplay
-    from mbpo_pl.rollout import make_transitions
-    from mbpo_pl.schedule import MBPOSchedule
-
-    schedule = MBPOSchedule(5000, MODEL_TRAIN_FREQ, 100_000, (20, 100, 1, 15), 1000, 1)
-    capacity = schedule.model_buffer_capacity(rollout_length)
-    replay = PopulationReplay(1_000_000, torch.device("cpu"), list(range(population)))
-    replay.resize_model(capacity)
-    chunk = 100_000
-    for seed in replay.seeds:
-        for buffer, count in ((seed.real, real), (seed.model, capacity)):
-            for start in range(0, count, chunk):
-                n = min(chunk, count - start)
-                buffer.extend(make_transitions(torch.randn(n, obs_dim), torch.rand(n, act_dim), torch.randn(n),
-                                               torch.randn(n, obs_dim), torch.zeros(n), torch.zeros(n)))  # fmt: skip
-    estimate = population * (1_000_000 + capacity) * transition_bytes(obs_dim, act_dim)
-    touched = population * (real + capacity) * transition_bytes(obs_dim, act_dim)
-    return {"population": population, "real": real, "rollout_length": rollout_length, "model_capacity": capacity,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "filled_mib": touched / 2**20, "check_estimate_mib": estimate / 2**20}  # fmt: skip
-
-
 def markdown(stored: dict) -> str:
     lines = [
         f"{stored['cpu']}, torch {stored['torch']}, {stored['cores']} cores, "
@@ -218,14 +186,6 @@ def main() -> None:
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=None, help="only these layouts")
     parser.add_argument("--random-steps", type=int, default=2000)
     parser.add_argument("--cores", type=int, default=os.cpu_count())
-    parser.add_argument(
-        "--memory",
-        type=int,
-        nargs=2,
-        metavar=("SEEDS", "REAL"),
-        default=None,
-        help="only the memory figure: S Hopper seeds' buffers filled to REAL real transitions each",
-    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--from-json", type=Path, default=None, help="print (or --write) a stored run's table")
     parser.add_argument("--write", type=Path, default=None, help="replace the <!-- BLOCK --> block there")
@@ -236,11 +196,6 @@ def main() -> None:
         print(text)
         if args.write is not None:
             write_block(args.write, text, f"<!-- {args.block} -->", f"<!-- /{args.block} -->")
-        return
-    if args.memory is not None:
-        population, real = args.memory
-        schedule_k = 14  # Hopper's rollout length at 100k env steps ([20, 100, 1, 15])
-        print(json.dumps(filled_buffers_rss(population, 11, 3, real, schedule_k), indent=1))
         return
     import torch
 
