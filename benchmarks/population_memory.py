@@ -84,20 +84,14 @@ def load_config(path: Path) -> dict:
 def estimate_bytes(config: dict, seeds: int) -> tuple[int, int, int]:
     """The memory check's figures for ``config``: (bytes for ``seeds`` agents' buffers, real transitions per seed,
     model transitions per seed), as :class:`callbacks.env_loop.MBPOLoop` computes them."""
-    import gymnasium as gym
-
-    from mbpo_pl.population import transition_bytes
+    from mbpo_pl.population import seed_buffer_sizes, transition_bytes
     from mbpo_pl.schedule import MBPOSchedule
 
     loop, data = config["loop"], config["data"]
-    env = gym.make(data["env_id"], **data.get("env_kwargs", {}))
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     schedule = MBPOSchedule(loop["init_random_steps"], loop["model_train_freq"], loop["rollout_batch_size"],
                             tuple(loop["rollout_schedule"]), loop["epoch_length"], loop["retain_epochs"])  # fmt: skip
-    longest = max(schedule.rollout_length(0), schedule.rollout_length(loop["total_env_steps"]))
-    real = min(data["real_buffer_size"], loop["total_env_steps"])
-    model = schedule.model_buffer_capacity(longest)
-    return seeds * (real + model) * transition_bytes(obs_dim, act_dim), real, model
+    real, model = seed_buffer_sizes(schedule, data["real_buffer_size"], loop["total_env_steps"])
+    return seeds * (real + model) * transition_bytes(*_dims(config)), real, model
 
 
 def run_command(command: list[str], folder: Path) -> dict:

@@ -41,7 +41,7 @@ from callbacks.model_data import (
 from callbacks.real_env import RealEnvRunner
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError, NonFiniteError, require_positive
-from mbpo_pl.population import check_population_fits
+from mbpo_pl.population import check_population_fits, seed_buffer_sizes
 from mbpo_pl.rng import global_rng_state, set_global_rng_state
 from mbpo_pl.run_state import RunState
 from mbpo_pl.schedule import MBPOSchedule
@@ -134,14 +134,13 @@ class MBPOLoop(Callback):
                 raise ConfigError("--seeds: a population over several processes splits its seeds over them "
                                   "(SeedSplitStrategy, which the command line picks); it cannot train as one agent "
                                   "under DDP.")  # fmt: skip
-            longest = max(self.schedule.rollout_length(0), self.schedule.rollout_length(self.total_env_steps))
-            model_buffer_size = self.schedule.model_buffer_capacity(longest) if self.use_model else 0
+            real_size, model_size = seed_buffer_sizes(self.schedule, data.real_buffer_size, self.total_env_steps,
+                                                      self.use_model)  # fmt: skip
             memmap_dir = data.buffer_dir if data.buffer_storage == "memmap" else None
             # A split population's processes on this machine share its RAM and disk (not a GPU's memory).
             shared = self.run.device.type == "cpu" or memmap_dir is not None
             sharing = len(self.run.seeds) * (trainer.num_devices if shared else 1)
-            real_size = min(data.real_buffer_size, self.total_env_steps)  # a seed's buffer holds its env steps
-            check_population_fits(sharing, data.obs_dim, data.act_dim, real_size, model_buffer_size, self.run.device,
+            check_population_fits(sharing, data.obs_dim, data.act_dim, real_size, model_size, self.run.device,
                                   memmap_dir)  # fmt: skip
         self.run.clock.watch()  # leaves SIGTSTP pauses out of the timings; undone in teardown()
 

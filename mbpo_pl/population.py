@@ -24,6 +24,7 @@ from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.errors import ConfigError
 from mbpo_pl.population_dynamics import PopulationDynamicsModule
 from mbpo_pl.sac import SACModule
+from mbpo_pl.schedule import MBPOSchedule
 
 # A population checkpoint's entry: {"seeds": [...], "generators": [state, ...], "stopped": {index: {...}}}
 POPULATION_KEY = "mbpo_population"
@@ -150,6 +151,14 @@ def seed_checkpoint(checkpoint: Mapping[str, Any], index: int) -> dict[str, Any]
         if isinstance(value, Mapping) and "population" in value and "buffer_storage" in value:  # the DataModule's
             lone[key] = {**{k: v for k, v in value.items() if k != "population"}, **value["population"][index]}
     return lone
+
+
+def seed_buffer_sizes(schedule: MBPOSchedule, real_buffer_size: int, total_env_steps: int, use_model: bool = True
+                      ) -> tuple[int, int]:  # fmt: skip
+    """The most real and model transitions one seed's buffers hold in a run of ``total_env_steps`` env steps: its
+    env steps up to ``real_buffer_size``, and the model buffer's capacity at the run's longest rollouts."""
+    longest = max(schedule.rollout_length(0), schedule.rollout_length(total_env_steps))
+    return min(real_buffer_size, total_env_steps), schedule.model_buffer_capacity(longest) if use_model else 0
 
 
 def transition_bytes(obs_dim: int, act_dim: int) -> int:
