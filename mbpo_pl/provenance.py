@@ -42,6 +42,11 @@ def this_machine() -> str:
     return platform.processor() or platform.machine()
 
 
+def denormals_flushed() -> bool:
+    """Whether this thread's CPU float arithmetic computes denormal numbers as zero (``torch.set_flush_denormal``)."""
+    return torch.tensor([1e-39]).mul(2.0).item() == 0.0
+
+
 def record_start(run_dir: Path, env_steps: int, resumed_from: str | None, precision: str, device: str,
                  processes: int) -> dict:  # fmt: skip
     """Append this start of the run to ``run_dir/provenance.yaml``; returns the record."""
@@ -54,6 +59,7 @@ def record_start(run_dir: Path, env_steps: int, resumed_from: str | None, precis
         "device": device,
         "processes": processes,
         "torch_threads": torch.get_num_threads(),
+        "flush_denormal": denormals_flushed(),
         "precision": precision,
     }
     path = run_dir / PROVENANCE

@@ -10,6 +10,7 @@ warnings.filterwarnings("ignore", message=".*Box (low|high)'s precision lowered.
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
+    torch.set_flush_denormal(False)  # IEEE denormals unless a test's CLI call turns flushing on (its default)
     torch.set_num_threads(int(os.environ.get("MBPO_TEST_THREADS", "2")))
     yield
 

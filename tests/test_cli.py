@@ -47,6 +47,16 @@ def test_progress_bar_can_be_disabled(logdir):
     assert any(isinstance(c, MBPOProgressBar) for c in cli.trainer.callbacks)
 
 
+def test_denormals_are_flushed_unless_asked_not_to(logdir):
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormal numbers")
+    tiny_value = torch.tensor([1e-39])  # a float32 denormal
+    main(["--config", TINY], run=False)
+    assert tiny_value.mul(2.0).item() == 0.0  # computed as zero
+    main(["--config", TINY, "--flush_denormal", "false"], run=False)
+    assert tiny_value.mul(2.0).item() == pytest.approx(2e-39, rel=1e-3)
+
+
 def test_tiny_fit_runs_end_to_end_and_logs(logdir):
     import signal
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tests_support import tiny_config_with_checkpoints
 
@@ -51,7 +52,8 @@ def test_two_runs_of_one_config_keep_both_runs_checkpoints(env_named_config, tmp
 
 def test_resume_last_continues_the_same_run_folder_and_curve(env_named_config, tmp_path):
     _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "200")
-    _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "300", "--ckpt_path", "last")
+    _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "300", "--ckpt_path", "last",
+         "--flush_denormal", "false")  # fmt: skip
     runs = tmp_path / "logs" / "InvertedPendulum-v5"
     assert sorted(p.name for p in runs.iterdir()) == ["version_0"]
     assert len(list((runs / "version_0").glob("events.out.tfevents.*"))) == 2  # one file per process, one folder
@@ -62,6 +64,8 @@ def test_resume_last_continues_the_same_run_folder_and_curve(env_named_config, t
     assert [start["env_steps"] for start in starts] == [0, 200]
     assert starts[0]["resumed_from"] is None and starts[1]["resumed_from"].endswith("version_0/checkpoints/last.ckpt")
     assert all(start["commit"] and start["torch_threads"] >= 1 for start in starts)
+    flushing = torch.set_flush_denormal(False)  # whether this CPU can flush denormals (the first start's default)
+    assert [start["flush_denormal"] for start in starts] == [flushing, False]
 
 
 def test_resume_from_a_run_folder(env_named_config, tmp_path):

@@ -1,9 +1,11 @@
-"""Cross-check of our SAC baseline with another library: Stable-Baselines3's SAC on Hopper-v5 with the settings of
+"""Cross-check of our SAC baseline with another library: Stable-Baselines3's SAC on a Gymnasium env with the settings of
 ``conf/sac.yaml`` (5,000 uniform-random steps, batch 256, Adam 3e-4, 2 x 256, one update per env step, target entropy
 -dim(A), temperature from 1.0), evaluated like ours (5 deterministic episodes on seeds 12345..12349, here every 5,000
 env steps). Needs its own venv: ``pip install torch==2.13.0 stable-baselines3 "gymnasium[mujoco]"``.
 
-    python docs/results/investigations/sb3_sac_hopper.py SEED > sb3_sac_hopper_seedSEED.csv   # env_steps,eval_return
+    python docs/results/investigations/sb3_sac.py ENV_ID SEED > sb3_sac_ENV_seedSEED.csv   # env_steps,eval_return
+
+e.g. ``sb3_sac.py Hopper-v5 0 > sb3_sac_hopper_seed0.csv``.
 """
 
 import sys
@@ -14,9 +16,9 @@ import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
-seed = int(sys.argv[1])
+env_id, seed = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(1)
-env, eval_env = gym.make("Hopper-v5"), gym.make("Hopper-v5")
+env, eval_env = gym.make(env_id), gym.make(env_id)
 
 
 class Evaluate(BaseCallback):
