@@ -9,7 +9,8 @@ decay geometrically through the float32 denormal range (below 1.2e-38), where x8
 Prints the denormal count of each optimizer's moments in the checkpoint and the milliseconds per SAC update (G
 updates per env step on minibatches drawn as the run draws them: ``real_ratio`` of real data, the rest model data;
 all real for an SAC baseline's checkpoint, e.g. ``--updates-per-step 1 --env-steps 200``), each round restarting
-from the checkpoint's state. One-agent runs only.
+from the checkpoint's state. One-agent runs only, trained with IEEE denormals (``--flush_denormal false``, or before
+that option existed): a run that flushes them has none in its checkpoints.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ def denormal_count(optimizer_state: dict) -> int:
     tiny = torch.finfo(torch.float32).tiny
     return sum(int(((t != 0) & (t.abs() < tiny)).sum()) for state in optimizer_state["state"].values()
                for key, t in state.items() if key in ("exp_avg", "exp_avg_sq"))  # fmt: skip
+
+
+def sac_optimizer_state(checkpoint: dict) -> dict:
+    """The SAC optimizer's state in a one-agent checkpoint: the one whose moments match the SAC parameters in size."""
+    sac_params = sum(v.numel() for k, v in checkpoint["state_dict"].items()
+                     if k.startswith("sac.") and not k.startswith("sac.critic_target."))  # fmt: skip
+    for state in checkpoint["optimizer_states"]:
+        if sum(s["exp_avg"].numel() for s in state["state"].values()) == sac_params:
+            return state
+    raise SystemExit("no optimizer of the SAC parameters' size in this checkpoint")
 
 
 def filled(buffer_state: dict) -> dict[str, torch.Tensor]:
@@ -79,10 +90,8 @@ def main() -> None:
     env = checkpoint["mbpo_env"]
     sac_state = {k.removeprefix("sac."): v for k, v in checkpoint["state_dict"].items() if k.startswith("sac.")}
     hidden = sac_state["actor.net.0.weight"].shape[0]
-    sac_params = sum(v.numel() for k, v in sac_state.items() if not k.startswith("critic_target."))
-    # The SAC optimizer is the one whose moments match the SAC parameters in size.
+    sac_optimizer = sac_optimizer_state(checkpoint)
     sizes = [sum(s["exp_avg"].numel() for s in o["state"].values()) for o in checkpoint["optimizer_states"]]
-    sac_optimizer = checkpoint["optimizer_states"][sizes.index(sac_params)]
     for i, (state, size) in enumerate(zip(checkpoint["optimizer_states"], sizes)):
         label = "SAC" if state is sac_optimizer else "other"
         print(f"optimizer {i} ({label}): {denormal_count(state):,} of {2 * size:,} Adam moments are denormal")

@@ -9,6 +9,13 @@ step), ``model_epoch_s`` (one ensemble training epoch over the data with its hol
 4 such batches, full when the SAC updates are timed). Sizes are the paper's Hopper settings on both sides: SAC
 2 x 256, batch 256, target entropy -1, Polyak every update; ensemble 7 x 4 x 200 SiLU, 20 % holdout, batch 256.
 Nothing of mbrl-lib is copied: its classes are imported from its installed package.
+
+    python benchmarks/peer_worker.py {ours,ours-bf16,mbrl,mbrl-flush} --state STATE.pt --threads 1
+
+times only the SAC update, starting from a run's late state (networks, Adam moments and replay data written by
+``peer.py --state``; mbrl-lib's SAC gets the same weights and moments, member by member): ours with denormals
+flushed to zero as our CLI trains, mbrl-lib as it trains (IEEE denormals) and, as ``mbrl-flush``, with them flushed
+too.
 """
 
 from __future__ import annotations
@@ -88,6 +95,126 @@ def ours(data: dict[str, np.ndarray], bf16: bool, repeats: int, starts: int) -> 
     return results
 
 
+def ours_late(state: dict, bf16: bool, repeats: int) -> dict[str, float]:
+    """Our SAC update from ``state`` (see :func:`mbrl_late`), sampled by the DataModule as a run samples."""
+    from contextlib import nullcontext
+
+    from lightning.pytorch.plugins.precision import MixedPrecision
+    from tensordict import TensorDict
+
+    from mbpo_pl.data import MBPODataModule
+    from mbpo_pl.manual_optimization import own_optimizers
+    from mbpo_pl.sac import SACModule
+
+    torch.set_flush_denormal(True)  # as the CLI trains (--flush_denormal, default true)
+    context = MixedPrecision("bf16-mixed", "cpu").forward_context if bf16 else nullcontext
+
+    def transitions(part: dict) -> TensorDict:
+        flags = part["next.terminated"].reshape(-1, 1)
+        return TensorDict({"observation": part["observation"], "action": part["action"],
+                           "next": {"observation": part["next.observation"], "reward": part["next.reward"],
+                                    "terminated": flags, "truncated": torch.zeros_like(flags), "done": flags}},
+                          batch_size=[len(flags)])  # fmt: skip
+
+    real, model = transitions(state["real"]), transitions(state["model"])
+    datamodule = MBPODataModule(state["env_id"], updates_per_step=G, batch_size=BATCH, real_buffer_size=len(real))
+    datamodule.setup("fit")
+    datamodule.add_real(real)
+    datamodule.resize_model_buffer(len(model))
+    datamodule.add_model(model)
+    sac = SACModule(state["obs_dim"], state["act_dim"], hidden_size=state["hidden"])
+    sac.load_state_dict(state["sac"])
+    own_optimizers(sac)[0].load_state_dict(state["optimizer"])
+
+    def env_step_updates() -> None:
+        with context():
+            sac.update_many(datamodule.sample_sac_batches())
+
+    return {"sac_update_ms": 1000 * timed(env_step_updates, repeats) / G}
+
+
+def mbrl_sac(state: dict):  # noqa: ANN201 (mbrl-lib's SAC)
+    """mbrl-lib's SAC holding ``state``'s networks and Adam moments: our twin critic's member ``m`` becomes its Q
+    network ``m + 1`` (``linear1-3``, ``linear4-6``), our actor's hidden layers its policy's, our head's first and
+    second halves its mean and log-std layers; the moments and step count follow their weights."""
+    import gymnasium as gym
+    import omegaconf
+    from mbrl.third_party.pytorch_sac_pranz24.sac import SAC
+
+    obs_dim, act_dim, ours = state["obs_dim"], state["act_dim"], state["sac"]
+    moments = state["optimizer"]["state"]  # by our parameter order: critic (6), actor (6), log_alpha
+    args = omegaconf.OmegaConf.create({
+        "gamma": 0.99, "tau": 0.005, "alpha": 1.0, "policy": "Gaussian", "target_update_interval": 1,
+        "automatic_entropy_tuning": True, "target_entropy": -act_dim, "hidden_size": state["hidden"],
+        "device": "cpu", "lr": 3e-4,
+    })  # fmt: skip
+    space = gym.spaces.Box(-1.0, 1.0, (act_dim,), dtype=np.float32)
+    sac = SAC(obs_dim, space, args)
+    pairs = []  # (their parameter, our tensor, our moment index, how to cut ours)
+    for network, prefix, with_moments in ((sac.critic, "critic", True), (sac.critic_target, "critic_target", False)):
+        for member in range(2):
+            for layer in range(3):
+                linear = getattr(network, f"linear{3 * member + layer + 1}")
+                weight, bias = ours[f"{prefix}.layers.{layer}.weight"], ours[f"{prefix}.layers.{layer}.bias"]
+                pairs.append((linear.weight, weight, 2 * layer if with_moments else None, lambda t, m=member: t[m].T))
+                pairs.append((linear.bias, bias, 2 * layer + 1 if with_moments else None, lambda t, m=member: t[m, 0]))
+    policy = sac.policy
+    for name, index in (("linear1", 0), ("linear2", 2)):
+        for kind, offset in (("weight", 0), ("bias", 1)):
+            pairs.append((getattr(getattr(policy, name), kind), ours[f"actor.net.{index}.{kind}"], 6 + index + offset,
+                          lambda t: t))  # fmt: skip
+    for name, half in (("mean_linear", 0), ("log_std_linear", 1)):
+        for kind, offset in (("weight", 0), ("bias", 1)):
+            pairs.append((getattr(getattr(policy, name), kind), ours[f"actor.net.4.{kind}"], 10 + offset,
+                          lambda t, h=half: t.chunk(2, dim=0)[h]))  # fmt: skip
+    pairs.append((sac.log_alpha, ours["log_alpha"], 12, lambda t: t.reshape(1)))
+    optimizer_of = {id(p): opt for opt in (sac.critic_optim, sac.policy_optim, sac.alpha_optim)
+                    for group in opt.param_groups for p in group["params"]}  # fmt: skip
+    with torch.no_grad():
+        for theirs, tensor, index, cut in pairs:
+            theirs.copy_(cut(tensor))
+            if index is not None:
+                moment = moments[index]
+                optimizer_of[id(theirs)].state[theirs] = {
+                    "step": torch.as_tensor(moment["step"], dtype=torch.float32).clone(),
+                    "exp_avg": cut(moment["exp_avg"]).clone().contiguous(),
+                    "exp_avg_sq": cut(moment["exp_avg_sq"]).clone().contiguous(),
+                }
+    sac.alpha = sac.log_alpha.exp().detach()
+    # The mapping, checked: Q network 1 against our critic's member 0 computed from our tensors.
+    obs, action = state["model"]["observation"][:64], state["model"]["action"][:64]
+    h = torch.cat([obs, action], dim=-1)
+    for layer in range(3):
+        h = h @ ours[f"critic.layers.{layer}.weight"][0] + ours[f"critic.layers.{layer}.bias"][0]
+        h = torch.relu(h) if layer < 2 else h
+    with torch.no_grad():
+        q1 = sac.critic(obs, action)[0]
+    if not torch.allclose(q1, h, rtol=1e-4, atol=1e-3):
+        raise SystemExit(f"mbrl-lib's critic does not reproduce ours (max difference {(q1 - h).abs().max():.3g})")
+    return sac
+
+
+def mbrl_late(state: dict, flush: bool, repeats: int) -> dict[str, float]:
+    """mbrl-lib's SAC update from ``state`` (:func:`mbrl_sac`), on batches from all of its transitions."""
+    from mbrl.util.replay_buffer import ReplayBuffer
+
+    torch.set_flush_denormal(flush)
+    sac, obs_dim, act_dim = mbrl_sac(state), state["obs_dim"], state["act_dim"]
+    pool = {key: torch.cat([state["real"][key], state["model"][key]]).numpy() for key in state["real"]}
+    n = len(pool["observation"])
+    buffer = ReplayBuffer(n, (obs_dim,), (act_dim,), rng=np.random.default_rng(0))
+    buffer.add_batch(pool["observation"], pool["action"], pool["next.observation"], pool["next.reward"].reshape(-1),
+                     pool["next.terminated"].reshape(-1), np.zeros(n, dtype=bool))  # fmt: skip
+    updates = [0]
+
+    def env_step_updates() -> None:
+        for _ in range(G):
+            sac.update_parameters(buffer, BATCH, updates[0], reverse_mask=True)
+            updates[0] += 1
+
+    return {"sac_update_ms": 1000 * timed(env_step_updates, repeats) / G}
+
+
 def mbrl(data: dict[str, np.ndarray], repeats: int, starts: int) -> dict[str, float]:
     import gymnasium as gym
     import omegaconf
@@ -147,8 +274,9 @@ def mbrl(data: dict[str, np.ndarray], repeats: int, starts: int) -> dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("side", choices=["ours", "ours-bf16", "mbrl"])
-    parser.add_argument("data", help="the .npz of transitions both sides use")
+    parser.add_argument("side", choices=["ours", "ours-bf16", "mbrl", "mbrl-flush"])
+    parser.add_argument("data", nargs="?", help="the .npz of transitions both sides use")
+    parser.add_argument("--state", default=None, help="a late run state (peer.py --state): time the SAC update only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20, help="timed env steps of G SAC updates")
     parser.add_argument("--rollout-starts", type=int, default=100_000, help="start states per rollout (paper: 100k)")
@@ -156,11 +284,16 @@ def main() -> None:
     logging.getLogger("torchrl").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    data = dict(np.load(args.data))
-    if args.side == "mbrl":
-        results = mbrl(data, args.repeats, args.rollout_starts)
+    if args.state is not None:
+        state = torch.load(args.state, weights_only=True)
+        if args.side.startswith("mbrl"):
+            results = mbrl_late(state, args.side == "mbrl-flush", args.repeats)
+        else:
+            results = ours_late(state, args.side == "ours-bf16", args.repeats)
+    elif args.side == "mbrl":
+        results = mbrl(dict(np.load(args.data)), args.repeats, args.rollout_starts)
     else:
-        results = ours(data, args.side == "ours-bf16", args.repeats, args.rollout_starts)
+        results = ours(dict(np.load(args.data)), args.side == "ours-bf16", args.repeats, args.rollout_starts)
     print(json.dumps({"side": args.side, "threads": torch.get_num_threads(), "torch": torch.__version__, **results}))
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -157,3 +158,60 @@ def test_the_gpu_scripts_are_valid_bash_and_name_what_they_write():
         assert result.returncode == 0, result.stderr
     text = (BENCHMARKS / "gpu_check.sh").read_text()
     assert '--json "$OUT/population.json"' in text and '--out "$OUT/components.json"' in text
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real (tiny) MBPO run's last checkpoint, trained with IEEE denormals."""
+    from mbpo_pl.cli import main as cli_main
+
+    folder = tmp_path_factory.mktemp("tiny_run")
+    tiny = Path(__file__).parent / "conf" / "tiny.yaml"
+    cli_main(["fit", "--config", str(tiny), "--trainer.logger.init_args.save_dir", str(folder),
+              "--trainer.enable_checkpointing", "true", "--flush_denormal", "false"])  # fmt: skip
+    return max(folder.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+
+
+def test_denormals_benchmark_times_both_settings_on_a_run_checkpoint(tiny_checkpoint, monkeypatch, capsys):
+    import sys
+
+    denormals = _load("denormals")
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormal numbers")
+    monkeypatch.setattr(sys, "argv", ["denormals.py", str(tiny_checkpoint), "--rounds", "1", "--env-steps", "2"])
+    denormals.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("optimizer 0 (") and "Adam moments are denormal" in lines[0]
+    ieee, flushed = (float(next(line for line in lines if label in line).split(label)[1].split()[0])
+                     for label in ("IEEE denormals:", "flushed to zero:"))  # fmt: skip
+    assert ieee > 0 and flushed > 0
+    assert float(lines[-1].removeprefix("IEEE / flushed: ").rstrip("x")) == pytest.approx(ieee / flushed, abs=0.02)
+
+
+def test_peer_late_state_is_read_by_our_worker(tiny_checkpoint, tmp_path):
+    """``peer.py --state``: the run's SAC state goes into a plain tensor file that our worker times from."""
+    import subprocess
+    import sys
+
+    peer = _load("peer")
+    state_file, label = peer.late_state(str(tiny_checkpoint), tmp_path / "state.pt")
+    state = torch.load(state_file, weights_only=True)  # what mbrl-lib's interpreter reads: tensors only
+    assert label == state["label"] and "checkpoint at 300 env steps" in label
+    assert len(state["real"]["observation"]) == 300 and len(state["model"]["observation"]) > 0
+    assert set(state["optimizer"]["state"]) == set(range(13))  # critic (6), actor (6), log_alpha
+    command = [sys.executable, str(BENCHMARKS / "peer_worker.py"), "ours-bf16", "--state", str(state_file),
+               "--threads", "1", "--repeats", "2"]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=BENCHMARKS.parent)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["side"] == "ours-bf16" and figures["sac_update_ms"] > 0
+
+
+def test_peer_late_summary_and_its_committed_table():
+    peer = _load("peer")
+    rows = [{"side": side, "sac_update_ms": ms}
+            for side, ms in (("ours", 6.0), ("mbrl", 12.0), ("ours-bf16", 4.0), ("mbrl-flush", 10.0))]  # fmt: skip
+    text = peer.late_table(peer.summarise(rows, late=True), "test CPU", 1, 1, "a run")
+    assert "| SAC update (ms) | 12 [12–12] | 10 [10–10] | 6 [6–6] | 4 [4–4] | 2.00× | 3.00× | 2.50× |" in text
+    doc = (BENCHMARKS.parent / "docs" / "speed.md").read_text()
+    block = doc.split("<!-- peer-late-table -->\n", 1)[1].split("\n<!-- /peer-late-table -->", 1)[0]
+    assert block == peer.table_from_json(BENCHMARKS / "peer_late_cpu1.json")
