@@ -85,19 +85,18 @@ def hopper_transitions(path: Path, count: int = 20_000, seed: int = 0) -> Path:
 
 def late_state(run: str, path: Path) -> tuple[Path, str]:
     """The SAC state and replay data of a one-agent run's checkpoint (``run``: a run folder or checkpoint file) as a
-    plain tensor file both interpreters read; returns it and a label of the run."""
+    plain tensor file at ``path`` that both interpreters read; returns the file and a label of the run (``run`` a
+    state file already: that file)."""
     import torch
 
     from mbpo_pl.run_folders import resolve_checkpoint
 
     if str(WORKER.parent) not in sys.path:
         sys.path.insert(0, str(WORKER.parent))  # this folder's denormals.py, when imported from elsewhere
-    from denormals import FIELDS, filled, sac_optimizer_state
+    from denormals import filled, sac_optimizer_state
 
     if run.endswith(".pt"):  # a state written before (--keep-state)
-        state = torch.load(run, weights_only=True)
-        torch.save(state, path)
-        return path, state["label"]
+        return Path(run), torch.load(run, weights_only=True)["label"]
     checkpoint_path = resolve_checkpoint(run, None)
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     if "population" in checkpoint.get("MBPODataModule", {}) or "model" not in checkpoint.get("MBPODataModule", {}):
@@ -108,7 +107,7 @@ def late_state(run: str, path: Path) -> tuple[Path, str]:
     state = {
         "env_id": env["env_id"], "obs_dim": env["obs_dim"], "act_dim": env["act_dim"],
         "hidden": sac["actor.net.0.weight"].shape[0], "sac": sac, "optimizer": sac_optimizer_state(checkpoint),
-        **{part: {key: value.clone() for key, value in filled(data[part]).items() if key in FIELDS}
+        **{part: {key: value.clone() for key, value in filled(data[part]).items()}
            for part in ("real", "model")},
     }  # fmt: skip
     steps = data["real"]["writer"]["_write_count"]
@@ -238,7 +237,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if late:
             data, run = late_state(args.state, Path(tmp) / "state.pt")
-            if args.keep_state is not None:
+            if args.keep_state is not None and data != args.keep_state:
                 shutil.copyfile(data, args.keep_state)
         else:
             data, run = hopper_transitions(Path(tmp) / "hopper.npz"), None
