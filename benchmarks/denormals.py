@@ -1,11 +1,13 @@
-"""What denormal numbers cost a SAC update late in a run: the update timed on a run's own checkpoint (its networks,
-Adam state and replay buffers), with IEEE denormals and with them flushed to zero (``torch.set_flush_denormal``, the
-CLI's ``--flush_denormal``, on by default), interleaved in one process.
+"""What denormal numbers cost late in a run: the SAC update and the model-training epoch timed on a run's own
+checkpoint (its networks, Adam state and replay buffers), with IEEE denormals and with them flushed to zero
+(``torch.set_flush_denormal``, the CLI's ``--flush_denormal``, on by default), interleaved in one process.
 
     python benchmarks/denormals.py RUN_OR_CHECKPOINT [--threads 1] [--rounds 3] [--precision bf16-mixed]
 
 Late in a run many gradient entries are exactly zero (ReLU units that no longer fire); their Adam moments then
-decay geometrically through the float32 denormal range (below 1.2e-38), where x86 CPUs compute many times slower.
+decay geometrically through the float32 denormal range (below 1.2e-38), where x86 CPUs compute many times slower;
+the model's training meets denormals too (in its activations and gradients), so one epoch of it on the run's real
+transitions is timed the same way (``--model-epochs 0``: the SAC update only; none for an SAC baseline's run).
 Prints the denormal count of each optimizer's moments in the checkpoint and the milliseconds per SAC update (G
 updates per env step on minibatches drawn as the run draws them: ``real_ratio`` of real data, the rest model data;
 all real for an SAC baseline's checkpoint, e.g. ``--updates-per-step 1 --env-steps 200``), each round restarting
@@ -25,6 +27,7 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from tensordict import TensorDict
 
+from mbpo_pl.dynamics import DynamicsModule
 from mbpo_pl.manual_optimization import own_optimizers
 from mbpo_pl.provenance import this_machine
 from mbpo_pl.run_folders import resolve_checkpoint
@@ -81,6 +84,7 @@ def main() -> None:
     parser.add_argument("--updates-per-step", type=int, default=20)
     parser.add_argument("--real-ratio", type=float, default=0.05)
     parser.add_argument("--precision", choices=["bf16-mixed", "32-true"], default="bf16-mixed")
+    parser.add_argument("--model-epochs", type=int, default=1, help="timed model-training epochs per round")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path = resolve_checkpoint(args.run, None)
@@ -114,21 +118,51 @@ def main() -> None:
                 sac.update_many(batch)
         return 1000 * (time.perf_counter() - start) / (args.env_steps * args.updates_per_step)
 
+    dynamics_state = {k.removeprefix("dynamics."): v for k, v in checkpoint["state_dict"].items()
+                      if k.startswith("dynamics.")}  # fmt: skip
+    model_optimizer = next((o for o in checkpoint["optimizer_states"] if o is not sac_optimizer), None)
+    timed_model = args.model_epochs > 0 and "model" in data and model_optimizer is not None
+
+    def model_epoch_s(flush: bool) -> float:
+        torch.set_flush_denormal(flush)
+        weight = dynamics_state["model.hidden.0.weight"]  # [E, in, H]
+        layers = sum(1 for k in dynamics_state if k.startswith("model.hidden.") and k.endswith(".weight"))
+        groups = model_optimizer["param_groups"]  # one per decayed layer, then the rest (DynamicsModule's)
+        dynamics = DynamicsModule(env["obs_dim"], env["act_dim"], ensemble_size=weight.shape[0],
+                                  num_elites=len(dynamics_state["elites"]), hidden_size=weight.shape[-1],
+                                  num_hidden_layers=layers, lr=groups[0]["lr"],
+                                  weight_decay=[group["weight_decay"] for group in groups[:-1]],
+                                  max_epochs_per_train=args.model_epochs, patience=10**6)  # fmt: skip
+        dynamics.load_state_dict(dynamics_state)
+        own_optimizers(dynamics)[0].load_state_dict(copy.deepcopy(model_optimizer))
+        inputs, targets = dynamics.make_dataset(real["observation"], real["action"], real["next.reward"].squeeze(-1),
+                                                real["next.observation"])  # fmt: skip
+        start = time.perf_counter()
+        with context():
+            dynamics.fit_ensemble(inputs, targets)
+        return (time.perf_counter() - start) / args.model_epochs
+
     if not torch.set_flush_denormal(True):
         raise SystemExit("this CPU cannot flush denormal numbers to zero: nothing to compare")
-    times: dict[bool, list[float]] = {False: [], True: []}
+    figures = {"ms per SAC update": round_ms, **({"s per model epoch": model_epoch_s} if timed_model else {})}
+    times = {(name, flush): [] for name in figures for flush in (False, True)}
     for _ in range(args.rounds):
-        for flush in (False, True):
-            times[flush].append(round_ms(flush))
+        for name, measure in figures.items():
+            for flush in (False, True):
+                times[name, flush].append(measure(flush))
     torch.set_flush_denormal(False)
-    ieee, flushed = (statistics.median(times[f]) for f in (False, True))
     print(
-        f"\n{this_machine()}, torch {torch.__version__}, {args.threads} thread(s), {args.precision}, "
-        f"{args.rounds} rounds of {args.env_steps} env steps x {args.updates_per_step} updates, {path}"
-    )
-    for label, median, flush in (("IEEE denormals:  ", ieee, False), ("flushed to zero:", flushed, True)):
-        print(f"ms per SAC update, {label} {median:.2f} (rounds: {', '.join(f'{t:.2f}' for t in times[flush])})")
-    print(f"IEEE / flushed: {ieee / flushed:.2f}x")
+        f"\n{this_machine()}, torch {torch.__version__}, {args.threads} thread(s), {args.precision}, {args.rounds} "
+        f"rounds of {args.env_steps} env steps x {args.updates_per_step} updates"
+        + (f" and {args.model_epochs} model epoch(s) on {len(real['observation']):,} real transitions" if timed_model
+           else "") + f", {path}"
+    )  # fmt: skip
+    for name in figures:
+        ieee, flushed = (statistics.median(times[name, f]) for f in (False, True))
+        for label, median, flush in (("IEEE denormals:  ", ieee, False), ("flushed to zero:", flushed, True)):
+            rounds = ", ".join(f"{t:.3g}" for t in times[name, flush])
+            print(f"{name}, {label} {median:.3g} (rounds: {rounds})")
+        print(f"{name}, IEEE / flushed: {ieee / flushed:.2f}x")
 
 
 if __name__ == "__main__":

@@ -182,10 +182,13 @@ def test_denormals_benchmark_times_both_settings_on_a_run_checkpoint(tiny_checkp
     denormals.main()
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("optimizer 0 (") and "Adam moments are denormal" in lines[0]
-    ieee, flushed = (float(next(line for line in lines if label in line).split(label)[1].split()[0])
-                     for label in ("IEEE denormals:", "flushed to zero:"))  # fmt: skip
-    assert ieee > 0 and flushed > 0
-    assert float(lines[-1].removeprefix("IEEE / flushed: ").rstrip("x")) == pytest.approx(ieee / flushed, abs=0.02)
+    assert "1 model epoch(s) on 300 real transitions" in lines[3]
+    for figure in ("ms per SAC update", "s per model epoch"):
+        ieee, flushed = (float(next(line for line in lines if line.startswith(f"{figure}, {label}")).split(label)[1]
+                               .split()[0]) for label in ("IEEE denormals:", "flushed to zero:"))  # fmt: skip
+        assert ieee > 0 and flushed > 0
+        ratio = next(line for line in lines if line.startswith(f"{figure}, IEEE / flushed: "))
+        assert float(ratio.split(": ")[1].rstrip("x")) == pytest.approx(ieee / flushed, abs=0.02)
 
 
 def test_peer_late_state_is_read_by_our_worker(tiny_checkpoint, tmp_path):
