@@ -42,12 +42,17 @@ def denormal_count(optimizer_state: dict) -> int:
                for key, t in state.items() if key in ("exp_avg", "exp_avg_sq"))  # fmt: skip
 
 
+def parameter_count(optimizer_state: dict) -> int:
+    """Elements of the parameters an optimizer's state covers (one ``exp_avg`` per parameter)."""
+    return sum(state["exp_avg"].numel() for state in optimizer_state["state"].values())
+
+
 def sac_optimizer_state(checkpoint: dict) -> dict:
     """The SAC optimizer's state in a one-agent checkpoint: the one whose moments match the SAC parameters in size."""
     sac_params = sum(v.numel() for k, v in checkpoint["state_dict"].items()
                      if k.startswith("sac.") and not k.startswith("sac.critic_target."))  # fmt: skip
     for state in checkpoint["optimizer_states"]:
-        if sum(s["exp_avg"].numel() for s in state["state"].values()) == sac_params:
+        if parameter_count(state) == sac_params:
             return state
     raise SystemExit("no optimizer of the SAC parameters' size in this checkpoint")
 
@@ -95,10 +100,10 @@ def main() -> None:
     sac_state = {k.removeprefix("sac."): v for k, v in checkpoint["state_dict"].items() if k.startswith("sac.")}
     hidden = sac_state["actor.net.0.weight"].shape[0]
     sac_optimizer = sac_optimizer_state(checkpoint)
-    sizes = [sum(s["exp_avg"].numel() for s in o["state"].values()) for o in checkpoint["optimizer_states"]]
-    for i, (state, size) in enumerate(zip(checkpoint["optimizer_states"], sizes)):
+    for i, state in enumerate(checkpoint["optimizer_states"]):
         label = "SAC" if state is sac_optimizer else "other"
-        print(f"optimizer {i} ({label}): {denormal_count(state):,} of {2 * size:,} Adam moments are denormal")
+        moments = 2 * parameter_count(state)
+        print(f"optimizer {i} ({label}): {denormal_count(state):,} of {moments:,} Adam moments are denormal")
 
     data = checkpoint["MBPODataModule"]
     generator = torch.Generator().manual_seed(0)
