@@ -272,6 +272,7 @@ class MBPOLoop(Callback):
             **(self.runner.state_dict() if len(self.runners) == 1 and self.run.seeds is None else
                {"runners": [runner.state_dict() for runner in self.runners]}),
             **global_rng_state(),
+            "clock": self.run.clock.state_dict(),
         }  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -285,6 +286,11 @@ class MBPOLoop(Callback):
         pending, self._pending_restore = self._pending_restore, None
         if pending is not None:
             self._restore(trainer, pending)
+            # Saved inside an epoch (callbacks.SigtermCheckpoint, or a ModelCheckpoint every N training steps):
+            # Lightning resumes that epoch without its start hooks, so the model training, rollouts and env step
+            # done there before the save are not repeated; its time so far carries over from the checkpoint.
+            if trainer.fit_loop.restarted_mid_epoch and "clock" in pending:
+                self.run.clock.load_state_dict(pending["clock"])
         if self.run.rank > 0:
             separate_rank_stream(self.run.rank)
 

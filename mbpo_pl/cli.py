@@ -23,11 +23,13 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.env_loop import MBPOLoop
 from callbacks.evaluation import Evaluation
 from callbacks.model_diagnostics import ModelDiagnostics
 from callbacks.progress import MBPOProgressBar
+from callbacks.sigterm_checkpoint import SIGTERM_EXIT_STATUS, SigtermCheckpoint
 from mbpo_pl.checkpoint_eval import evaluate_checkpoint
 from mbpo_pl.checkpoint_io import StreamingCheckpointIO
 from mbpo_pl.data import MBPODataModule
@@ -151,7 +153,8 @@ class MBPOCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Adds the MBPO progress bar (the whole run's env steps, ETA, last eval return, env steps/s) unless the
-        config disables the bar or brings its own, and :class:`~mbpo_pl.checkpoint_io.StreamingCheckpointIO` unless
+        config disables the bar or brings its own, :class:`~callbacks.SigtermCheckpoint` (a SIGTERM saves the run's
+        state where training stopped), and :class:`~mbpo_pl.checkpoint_io.StreamingCheckpointIO` unless
         the config brings a ``CheckpointIO``."""
         config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
         trainer_config = config.get("trainer", {})
@@ -159,7 +162,10 @@ class MBPOCLI(LightningCLI):
         if trainer_config.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):
-            kwargs["callbacks"] = [MBPOProgressBar(), *callbacks]
+            callbacks = [MBPOProgressBar(), *callbacks]
+        if not any(isinstance(c, SigtermCheckpoint) for c in callbacks):
+            callbacks = [*callbacks, SigtermCheckpoint()]  # a SIGTERM saves the state where training stopped
+        kwargs["callbacks"] = callbacks
         if config.get("seeds") is not None and spans_processes(trainer_config):
             kwargs["strategy"] = SeedSplitStrategy()  # each process trains its block of the seeds, sharing nothing
         plugins = kwargs.get("plugins", trainer_config.get("plugins"))
@@ -287,6 +293,9 @@ def quiet_console() -> None:
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")  # sized on purpose
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # The SAC batches are drawn when needed from the checkpointed buffers, so a run resumes inside an epoch exactly
+    # (callbacks.SigtermCheckpoint; tests/test_resume.py), although the DataLoader has no state of its own.
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     for name in ("torchrl", "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
                  "lightning.fabric.utilities.seed"):  # fmt: skip
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -309,8 +318,11 @@ def main(args: list[str] | None = None, run: bool = True) -> MBPOCLI:
 
 
 def run_cli(args: list[str] | None = None) -> None:
-    """The command line: a :class:`ConfigError` is printed as ``error: <message>`` with exit status 2."""
+    """The command line: a :class:`ConfigError` is printed as ``error: <message>`` with exit status 2; a run stopped
+    by SIGTERM (:class:`~callbacks.SigtermCheckpoint` said where it saved) exits with status 143."""
     try:
         main(args)
     except ConfigError as err:
         exit_with_error(err)
+    except SIGTERMException:
+        raise SystemExit(SIGTERM_EXIT_STATUS) from None

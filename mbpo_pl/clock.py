@@ -118,6 +118,20 @@ class RunClock:
             self.parts["between_epochs"] = max(gap - sum(self.parts.values()), 0.0)
         self.epoch_end = None
 
+    def state_dict(self) -> dict[str, float | dict[str, float]]:
+        """The current epoch's time so far (wall seconds, suspended seconds, each part's seconds), for a checkpoint
+        written inside an epoch."""
+        return {"elapsed_s": self.now() - self.epoch_start,
+                "suspended_s": suspended_seconds() - self.epoch_suspended_start, "parts": dict(self.parts)}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the epoch of :meth:`state_dict` from now: its time so far counts, the time in between does not."""
+        now = self.now()
+        self.epoch_start = now - state["elapsed_s"]
+        self.epoch_suspended_start = suspended_seconds() - state["suspended_s"]
+        self.parts = dict(state["parts"])
+        self.epoch_end = None
+
     def epoch_metrics(self, env_steps: int, sac_updates: int) -> dict[str, float]:
         """The ``time/`` metrics of the epoch since :meth:`start_epoch`, which took ``env_steps`` env steps and
         ``sac_updates`` SAC updates: its wall seconds, each part's seconds, and the SAC updates' share (the

@@ -33,6 +33,10 @@ from mbpo_pl.seed_split import (
     to_cpu,
 )
 
+# A checkpoint written inside an epoch (on SIGTERM; a ModelCheckpoint every N training steps) holds the epoch's SAC
+# statistics so far under this key, so that the resumed epoch logs their means over the whole epoch.
+EPOCH_SAC_STATS_KEY = "mbpo_epoch_sac_stats"
+
 
 class MBPO(LightningModule):
     """Model-Based Policy Optimization (Janner et al. 2019).
@@ -147,6 +151,8 @@ class MBPO(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["mbpo_env"] = self.trainer.datamodule.env_spec.signature()  # the one record of the env
+        if self._sac_stat_count and not self.split:  # saved inside an epoch: the epoch's SAC statistics so far
+            checkpoint[EPOCH_SAC_STATS_KEY] = {"sums": dict(self._sac_stat_sums), "count": self._sac_stat_count}
         if self.seeds is not None:
             checkpoint[POPULATION_KEY] = {"seeds": self.seeds, "generators": [g.get_state() for g in self.generators],
                                           "stopped": self.run.stopped}  # fmt: skip
@@ -179,6 +185,10 @@ class MBPO(LightningModule):
             for generator, state in zip(self.generators, saved["generators"]):
                 generator.set_state(state)
             self.run.stopped = dict(saved.get("stopped", {}))
+        if EPOCH_SAC_STATS_KEY in checkpoint:  # the epoch resumes where it was saved: its means cover all of it
+            stats = checkpoint[EPOCH_SAC_STATS_KEY]
+            self._sac_stat_sums = {key: value.to(self.device) for key, value in stats["sums"].items()}
+            self._sac_stat_count = stats["count"]
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [*self.sac.configure_optimizers(), *self.dynamics.configure_optimizers()]

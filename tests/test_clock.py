@@ -72,6 +72,26 @@ def _process_state(pid: int) -> str:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTSTP") or not Path("/proc/self/stat").exists(), reason="needs Linux")
+def test_an_epoch_saved_part_way_continues_with_its_time_so_far_and_without_the_time_in_between():
+    clock = RunClock()
+    clock.start_epoch()
+    with clock.timed("model_train"):
+        time.sleep(0.05)
+    time.sleep(0.03)  # SAC updates
+    saved = clock.state_dict()
+    assert saved["elapsed_s"] >= 0.08 and saved["parts"]["model_train"] >= 0.05
+    time.sleep(0.2)  # the process is stopped and a new one starts
+    resumed = RunClock()
+    resumed.load_state_dict(saved)
+    with resumed.timed("env"):
+        time.sleep(0.02)
+    metrics = resumed.epoch_metrics(env_steps=250, sac_updates=5000)
+    assert saved["elapsed_s"] + 0.02 <= metrics["time/epoch_s"] < saved["elapsed_s"] + 0.15
+    assert metrics["time/model_train_s"] == saved["parts"]["model_train"]
+    assert metrics["time/env_s"] >= 0.02
+    assert metrics["time/sac_s"] >= 0.03
+
+
 def test_time_suspended_by_sigtstp_is_left_out_and_reported():
     worker = subprocess.Popen([sys.executable, "-c", SUSPENDED_WORKER], stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parents[1], start_new_session=True)  # fmt: skip

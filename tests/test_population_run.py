@@ -103,6 +103,26 @@ def test_population_resume_continues_exactly(tmp_path, storage):
         assert _seed_scalars(tmp_path / "a", seed) == _seed_scalars(tmp_path / "b", seed)
 
 
+def test_population_stopped_by_sigterm_resumes_exactly_from_where_it_stopped(tmp_path):
+    seeds = ["--seeds", "[3,5]"]
+    uninterrupted = _fit(tmp_path / "a", *seeds)
+    with pytest.raises(SystemExit) as stopped:  # SIGTERM inside an epoch (callbacks.SigtermCheckpoint)
+        run_cli(["fit", "--config", TINY, "--trainer.logger.init_args.save_dir", str(tmp_path / "b"),
+                 "--loop.total_env_steps", "300", *seeds, "--trainer.enable_checkpointing", "true",
+                 "--trainer.callbacks+=tests_support.SigtermAt", "--trainer.callbacks.at=231"])  # fmt: skip
+    assert stopped.value.code == 143
+    resumed = _fit(tmp_path / "b", *seeds, "--ckpt_path", str(_run_dir(tmp_path / "b")))  # its last.ckpt
+    for name, value in uninterrupted.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    for ours, theirs in zip(uninterrupted.datamodule.replay.seeds, resumed.datamodule.replay.seeds):
+        for buffer in ("real", "model"):
+            a, b = getattr(ours, buffer), getattr(theirs, buffer)
+            assert len(a) == len(b)
+            assert (a.storage[torch.arange(len(a))] == b.storage[torch.arange(len(b))]).all()
+    for seed in (3, 5):  # every metric logged once, as in the uninterrupted run
+        assert _seed_scalars(tmp_path / "a", seed) == _seed_scalars(tmp_path / "b", seed)
+
+
 def test_a_population_of_one_is_the_one_agent_run(tmp_path):
     lone = main(["--config", TINY, "--seed_everything", "4"], run=False).model
     one = main(["--config", TINY, "--seed_everything", "0", "--seeds", "[4]"], run=False).model

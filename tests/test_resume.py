@@ -1,4 +1,5 @@
-"""Checkpoint and resume: a resumed run continues as if never stopped; a killed run loses nothing it had saved."""
+"""Checkpoint and resume: a resumed run continues as if never stopped; a killed run loses nothing it had saved; a
+run stopped by SIGTERM saves where it stopped and resumes from there exactly."""
 
 import os
 import signal
@@ -11,7 +12,9 @@ import pytest
 import torch
 
 from callbacks import MBPOLoop
-from mbpo_pl.cli import main
+from mbpo_pl.cli import main, run_cli
+from mbpo_pl.errors import ConfigError
+from mbpo_pl.report import load_scalars
 
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
 
@@ -81,6 +84,39 @@ def test_killed_run_resumes_without_losing_checkpointed_transitions(tmp_path):
     real = cli.datamodule.real_buffer.storage[torch.arange(saved_steps)].flatten_keys(".").to_dict()
     for key, value in saved_real.items():
         torch.testing.assert_close(real[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_sigterm_saves_the_state_where_training_stopped_and_the_run_resumes_from_there_exactly(tmp_path, capsys):
+    uninterrupted = _snapshot(_fit(tmp_path / "a", 300))
+    # SIGTERM in the step of env step 231, inside an epoch (100 random steps, epochs of 50): Lightning stops at that
+    # step's end, after the env step of the next one.
+    stop = ["--trainer.callbacks+=tests_support.SigtermAt", "--trainer.callbacks.at=231"]
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(["fit", "--config", TINY, "--trainer.logger.init_args.save_dir", str(tmp_path / "b"),
+                 "--trainer.enable_checkpointing", "true", "--loop.total_env_steps", "300", *stop])  # fmt: skip
+    assert stopped.value.code == 143
+    checkpoint = next((tmp_path / "b").rglob("last.ckpt"))  # the periodic ModelCheckpoint here writes no last.ckpt
+    assert f"after 232 env steps; its state is saved to {checkpoint}" in capsys.readouterr().err
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["callbacks"]["MBPOLoop"]["env_steps"] == 232
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 31  # mid-epoch
+    resumed = _snapshot(_fit(tmp_path / "b", 300, "--ckpt_path", str(checkpoint)))
+    assert resumed["counters"] == uninterrupted["counters"]
+    for part in ("real", "model", "params"):
+        assert resumed[part].keys() == uninterrupted[part].keys()
+        for key in uninterrupted[part]:
+            torch.testing.assert_close(resumed[part][key], uninterrupted[part][key], rtol=0, atol=0, msg=key)
+    # Every metric logged once and as uninterrupted (the stopped epoch's SAC means too); not the timings (wall clock)
+    # nor TensorBoard's hp_metric placeholder (written at each start).
+    logged = [{tag: values for tag, values in load_scalars(tmp_path / run / "tiny" / "version_0").items()
+               if not tag.startswith("time/") and tag != "hp_metric"} for run in ("a", "b")]  # fmt: skip
+    assert logged[0] == logged[1]
+
+
+def test_save_on_exception_is_refused_since_it_would_overwrite_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="drop save_on_exception"):
+        _fit(tmp_path, 150, "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+             "--trainer.callbacks.init_args.save_on_exception", "true")  # fmt: skip
 
 
 def test_memmap_resume_from_an_older_checkpoint_is_refused(tmp_path):

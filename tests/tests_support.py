@@ -2,6 +2,7 @@
 an offscreen renderer works here."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,15 @@ class PoisonSeeds(Callback):
             if self.dynamics_seed is not None:
                 for param in pl_module.dynamics.model.seeds[self.dynamics_seed].parameters():
                     param.fill_(float("nan"))
+
+
+class SigtermAt(Callback):
+    """A callback (``--trainer.callbacks+=tests_support.SigtermAt``) that sends this process SIGTERM in the training
+    step that reaches env step ``at``, as a scheduler would at any moment."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        if pl_module.run.env_steps == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
