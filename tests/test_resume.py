@@ -86,13 +86,17 @@ def test_killed_run_resumes_without_losing_checkpointed_transitions(tmp_path):
         torch.testing.assert_close(real[key], value, rtol=0, atol=0, msg=key)
 
 
-def test_sigterm_saves_the_state_where_training_stopped_and_the_run_resumes_from_there_exactly(tmp_path, capsys):
-    uninterrupted = _snapshot(_fit(tmp_path / "a", 300))
+@pytest.mark.parametrize("storage", ["memory", "memmap"])
+def test_sigterm_saves_the_state_where_training_stopped_and_the_run_resumes_from_there_exactly(
+    tmp_path, capsys, storage
+):
+    buffers = ["--data.buffer_storage", storage, "--data.buffer_dir", str(tmp_path / "buffers")]
+    uninterrupted = _snapshot(_fit(tmp_path / "a", 300, *buffers[:2], "--data.buffer_dir", str(tmp_path / "ba")))
     # SIGTERM in the step of env step 231, inside an epoch (100 random steps, epochs of 50): Lightning stops at that
     # step's end, after the env step of the next one.
     stop = ["--trainer.callbacks+=tests_support.SigtermAt", "--trainer.callbacks.at=231"]
     with pytest.raises(SystemExit) as stopped:
-        run_cli(["fit", "--config", TINY, "--trainer.logger.init_args.save_dir", str(tmp_path / "b"),
+        run_cli(["fit", "--config", TINY, "--trainer.logger.init_args.save_dir", str(tmp_path / "b"), *buffers,
                  "--trainer.enable_checkpointing", "true", "--loop.total_env_steps", "300", *stop])  # fmt: skip
     assert stopped.value.code == 143
     checkpoint = next((tmp_path / "b").rglob("last.ckpt"))  # the periodic ModelCheckpoint here writes no last.ckpt
@@ -100,7 +104,7 @@ def test_sigterm_saves_the_state_where_training_stopped_and_the_run_resumes_from
     saved = torch.load(checkpoint, weights_only=False)
     assert saved["callbacks"]["MBPOLoop"]["env_steps"] == 232
     assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 31  # mid-epoch
-    resumed = _snapshot(_fit(tmp_path / "b", 300, "--ckpt_path", str(checkpoint)))
+    resumed = _snapshot(_fit(tmp_path / "b", 300, "--ckpt_path", str(checkpoint), *buffers))
     assert resumed["counters"] == uninterrupted["counters"]
     for part in ("real", "model", "params"):
         assert resumed[part].keys() == uninterrupted[part].keys()
