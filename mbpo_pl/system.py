@@ -187,8 +187,11 @@ class MBPO(LightningModule):
             self.run.stopped = dict(saved.get("stopped", {}))
         if EPOCH_SAC_STATS_KEY in checkpoint:  # the epoch resumes where it was saved: its means cover all of it
             stats = checkpoint[EPOCH_SAC_STATS_KEY]
-            self._sac_stat_sums = {key: value.to(self.device) for key, value in stats["sums"].items()}
-            self._sac_stat_count = stats["count"]
+            self._sac_stat_sums, self._sac_stat_count = dict(stats["sums"]), stats["count"]  # to the device: below
+
+    def on_train_start(self) -> None:
+        # Restored before the module moved to its device; the epoch's sums go on adding up there.
+        self._sac_stat_sums = {key: value.to(self.device) for key, value in self._sac_stat_sums.items()}
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [*self.sac.configure_optimizers(), *self.dynamics.configure_optimizers()]
