@@ -85,13 +85,22 @@ def test_a_seed_trains_bit_for_bit_as_if_the_others_were_not_there(tmp_path):
     assert _seed_scalars(tmp_path / "a", 2) != _seed_scalars(tmp_path / "b", 7)
 
 
-@pytest.mark.parametrize("storage", ["memory", "memmap"])
-def test_population_resume_continues_exactly(tmp_path, storage):
-    seeds = ["--seeds", "[3,5]", "--data.buffer_storage", storage]
-    uninterrupted = _fit(tmp_path / "a", *seeds)
-    _fit(tmp_path / "b", *seeds, "--trainer.enable_checkpointing", "true", total=200)
-    checkpoint = _run_dir(tmp_path / "b") / "checkpoints" / "epoch=1-step=100.ckpt"
-    resumed = _fit(tmp_path / "b", *seeds, "--ckpt_path", str(checkpoint))
+@pytest.fixture(scope="module")
+def uninterrupted_population(tmp_path_factory):
+    """``uninterrupted_population(storage)``: the CLI and save folder of the 300-step run of seeds 3 and 5 with that
+    buffer storage (run once for all tests here)."""
+    runs = {}
+
+    def run(storage):
+        if storage not in runs:
+            folder = tmp_path_factory.mktemp(f"population_{storage}")
+            runs[storage] = (_fit(folder, "--seeds", "[3,5]", "--data.buffer_storage", storage), folder)
+        return runs[storage]
+
+    return run
+
+
+def _assert_same_population_run(resumed, resumed_dir, uninterrupted, uninterrupted_dir):
     for name, value in uninterrupted.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
     for ours, theirs in zip(uninterrupted.datamodule.replay.seeds, resumed.datamodule.replay.seeds):
@@ -99,28 +108,28 @@ def test_population_resume_continues_exactly(tmp_path, storage):
             a, b = getattr(ours, buffer), getattr(theirs, buffer)
             assert len(a) == len(b)
             assert (a.storage[torch.arange(len(a))] == b.storage[torch.arange(len(b))]).all()
-    for seed in (3, 5):  # the resumed halves log what the uninterrupted run logged
-        assert _seed_scalars(tmp_path / "a", seed) == _seed_scalars(tmp_path / "b", seed)
+    for seed in (3, 5):  # the resumed halves log what the uninterrupted run logged, each metric once
+        assert _seed_scalars(uninterrupted_dir, seed) == _seed_scalars(resumed_dir, seed)
 
 
-def test_population_stopped_by_sigterm_resumes_exactly_from_where_it_stopped(tmp_path):
-    seeds = ["--seeds", "[3,5]"]
-    uninterrupted = _fit(tmp_path / "a", *seeds)
+@pytest.mark.parametrize("storage", ["memory", "memmap"])
+def test_population_resume_continues_exactly(tmp_path, storage, uninterrupted_population):
+    seeds = ["--seeds", "[3,5]", "--data.buffer_storage", storage]
+    _fit(tmp_path / "b", *seeds, "--trainer.enable_checkpointing", "true", total=200)
+    checkpoint = _run_dir(tmp_path / "b") / "checkpoints" / "epoch=1-step=100.ckpt"
+    resumed = _fit(tmp_path / "b", *seeds, "--ckpt_path", str(checkpoint))
+    _assert_same_population_run(resumed, tmp_path / "b", *uninterrupted_population(storage))
+
+
+def test_population_stopped_by_sigterm_resumes_exactly_from_where_it_stopped(tmp_path, uninterrupted_population):
+    seeds = ["--seeds", "[3,5]", "--data.buffer_storage", "memory"]
     with pytest.raises(SystemExit) as stopped:  # SIGTERM inside an epoch (callbacks.SigtermCheckpoint)
         run_cli(["fit", "--config", TINY, "--trainer.logger.init_args.save_dir", str(tmp_path / "b"),
                  "--loop.total_env_steps", "300", *seeds, "--trainer.enable_checkpointing", "true",
                  "--trainer.callbacks+=tests_support.SigtermAt", "--trainer.callbacks.at=231"])  # fmt: skip
     assert stopped.value.code == 143
     resumed = _fit(tmp_path / "b", *seeds, "--ckpt_path", str(_run_dir(tmp_path / "b")))  # its last.ckpt
-    for name, value in uninterrupted.model.state_dict().items():
-        assert torch.equal(value, resumed.model.state_dict()[name]), name
-    for ours, theirs in zip(uninterrupted.datamodule.replay.seeds, resumed.datamodule.replay.seeds):
-        for buffer in ("real", "model"):
-            a, b = getattr(ours, buffer), getattr(theirs, buffer)
-            assert len(a) == len(b)
-            assert (a.storage[torch.arange(len(a))] == b.storage[torch.arange(len(b))]).all()
-    for seed in (3, 5):  # every metric logged once, as in the uninterrupted run
-        assert _seed_scalars(tmp_path / "a", seed) == _seed_scalars(tmp_path / "b", seed)
+    _assert_same_population_run(resumed, tmp_path / "b", *uninterrupted_population("memory"))
 
 
 def test_a_population_of_one_is_the_one_agent_run(tmp_path):

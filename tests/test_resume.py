@@ -44,20 +44,39 @@ def _snapshot(cli):
     }
 
 
-@pytest.mark.parametrize("storage", ["memory", "memmap"])
-def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, storage):
-    buffers = ["--data.buffer_storage", storage, "--data.buffer_dir", str(tmp_path / "buffers")]
-    uninterrupted = _snapshot(_fit(tmp_path / "a", 300, *buffers[:2], "--data.buffer_dir", str(tmp_path / "ba")))
-    _fit(tmp_path / "b", 200, *buffers)
-    checkpoint = next((tmp_path / "b").rglob("*.ckpt"))
-    if storage == "memmap":  # the checkpoint refers to the buffers on disk instead of holding them
-        assert "dumped" in torch.load(checkpoint, weights_only=False)["MBPODataModule"]["real"]
-    resumed = _snapshot(_fit(tmp_path / "b2", 300, "--ckpt_path", str(checkpoint), *buffers))
+def _assert_same_run(resumed, uninterrupted):
     assert resumed["counters"] == uninterrupted["counters"]
     for part in ("real", "model", "params"):
         assert resumed[part].keys() == uninterrupted[part].keys()
         for key in uninterrupted[part]:
             torch.testing.assert_close(resumed[part][key], uninterrupted[part][key], rtol=0, atol=0, msg=key)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """``uninterrupted(storage)``: the snapshot and log folder of the 300-step run with that buffer storage (run once
+    for all tests here)."""
+    runs = {}
+
+    def run(storage):
+        if storage not in runs:
+            folder = tmp_path_factory.mktemp(f"uninterrupted_{storage}")
+            cli = _fit(folder, 300, "--data.buffer_storage", storage, "--data.buffer_dir", str(folder / "buffers"))
+            runs[storage] = (_snapshot(cli), folder / "tiny" / "version_0")
+        return runs[storage]
+
+    return run
+
+
+@pytest.mark.parametrize("storage", ["memory", "memmap"])
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, storage, uninterrupted):
+    buffers = ["--data.buffer_storage", storage, "--data.buffer_dir", str(tmp_path / "buffers")]
+    _fit(tmp_path / "b", 200, *buffers)
+    checkpoint = next((tmp_path / "b").rglob("*.ckpt"))
+    if storage == "memmap":  # the checkpoint refers to the buffers on disk instead of holding them
+        assert "dumped" in torch.load(checkpoint, weights_only=False)["MBPODataModule"]["real"]
+    resumed = _snapshot(_fit(tmp_path / "b2", 300, "--ckpt_path", str(checkpoint), *buffers))
+    _assert_same_run(resumed, uninterrupted(storage)[0])
 
 
 def test_killed_run_resumes_without_losing_checkpointed_transitions(tmp_path):
@@ -86,12 +105,12 @@ def test_killed_run_resumes_without_losing_checkpointed_transitions(tmp_path):
         torch.testing.assert_close(real[key], value, rtol=0, atol=0, msg=key)
 
 
-@pytest.mark.parametrize("storage", ["memory", "memmap"])
+@pytest.mark.parametrize("storage", ["memory", pytest.param("memmap", marks=pytest.mark.slow)])
 def test_sigterm_saves_the_state_where_training_stopped_and_the_run_resumes_from_there_exactly(
-    tmp_path, capsys, storage
+    tmp_path, capsys, storage, uninterrupted
 ):
     buffers = ["--data.buffer_storage", storage, "--data.buffer_dir", str(tmp_path / "buffers")]
-    uninterrupted = _snapshot(_fit(tmp_path / "a", 300, *buffers[:2], "--data.buffer_dir", str(tmp_path / "ba")))
+    uninterrupted_run, uninterrupted_logs = uninterrupted(storage)
     # SIGTERM in the step of env step 231, inside an epoch (100 random steps, epochs of 50): Lightning stops at that
     # step's end, after the env step of the next one.
     stop = ["--trainer.callbacks+=tests_support.SigtermAt", "--trainer.callbacks.at=231"]
@@ -105,15 +124,12 @@ def test_sigterm_saves_the_state_where_training_stopped_and_the_run_resumes_from
     assert saved["callbacks"]["MBPOLoop"]["env_steps"] == 232
     assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 31  # mid-epoch
     resumed = _snapshot(_fit(tmp_path / "b", 300, "--ckpt_path", str(checkpoint), *buffers))
-    assert resumed["counters"] == uninterrupted["counters"]
-    for part in ("real", "model", "params"):
-        assert resumed[part].keys() == uninterrupted[part].keys()
-        for key in uninterrupted[part]:
-            torch.testing.assert_close(resumed[part][key], uninterrupted[part][key], rtol=0, atol=0, msg=key)
+    _assert_same_run(resumed, uninterrupted_run)
     # Every metric logged once and as uninterrupted (the stopped epoch's SAC means too); not the timings (wall clock)
     # nor TensorBoard's hp_metric placeholder (written at each start).
-    logged = [{tag: values for tag, values in load_scalars(tmp_path / run / "tiny" / "version_0").items()
-               if not tag.startswith("time/") and tag != "hp_metric"} for run in ("a", "b")]  # fmt: skip
+    logged = [{tag: values for tag, values in load_scalars(folder).items()
+               if not tag.startswith("time/") and tag != "hp_metric"}
+              for folder in (uninterrupted_logs, tmp_path / "b" / "tiny" / "version_0")]  # fmt: skip
     assert logged[0] == logged[1]
 
 
