@@ -105,7 +105,7 @@ def test_killed_run_resumes_without_losing_checkpointed_transitions(tmp_path):
         torch.testing.assert_close(real[key], value, rtol=0, atol=0, msg=key)
 
 
-@pytest.mark.parametrize("storage", ["memory", pytest.param("memmap", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("storage", ["memory", "memmap"])
 def test_sigterm_saves_the_state_where_training_stopped_and_the_run_resumes_from_there_exactly(
     tmp_path, capsys, storage, uninterrupted
 ):
