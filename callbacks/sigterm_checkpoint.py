@@ -36,15 +36,7 @@ SIGTERM_EXIT_STATUS = 143  # 128 + SIGTERM (15): what a shell reports for a proc
 
 
 class SigtermCheckpoint(Callback):
-    """On SIGTERM, save the run's state to ``<checkpoint dir>/last.ckpt`` (module docstring).
-
-    Attributes:
-        saved_to: the checkpoint written at the last SIGTERM (``None``: none written).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.saved_to: Path | None = None
+    """On SIGTERM, save the run's state to ``<checkpoint dir>/last.ckpt`` (module docstring)."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for callback in trainer.checkpoint_callbacks:
@@ -70,7 +62,6 @@ class SigtermCheckpoint(Callback):
             return
         path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
         trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
-        self.saved_to = path
         self._say(trainer, f"{stopped}; its state is saved to {path}: --ckpt_path {path} resumes it from there.")
 
     @staticmethod
