@@ -109,6 +109,12 @@ def _grid(last_step: int, spacing: int = 1000) -> list[int]:
     return list(range(WINDOW if spacing <= WINDOW else spacing, last_step + 1, spacing))
 
 
+def all_seeds_band(curves: list[list[tuple[int, float]]]) -> list[tuple[float, SeedStats]]:
+    """Mean ± sample std over seeds on the results' basis (trailing 5k-step window) at every 1k steps up to the last
+    step every seed reached: past it a mean over fewer seeds would jump where a seed ends (seeds drawn thin show it)."""
+    return smoothed(curves, _grid(min(curve[-1][0] for curve in curves)))
+
+
 def _published_band(published: PublishedCurves, last_step: int | None = None) -> list[tuple[float, SeedStats]]:
     """The published mean ± std at every multiple of their evaluation spacing (1k for MBPO, 10k for SAC)."""
     steps = [s for s, _ in next(iter(published.curves.values()))]
@@ -165,8 +171,10 @@ def draw_results(env_id: str, ours: dict[str, list[tuple[int, list[tuple[int, fl
             by_hours.plot([w / 3600 for w in walls], returns, color=colour, alpha=0.5, linewidth=0.8,
                           label=f"ours {algorithm} seed {seed}")  # fmt: skip
         curves = [[(s, r) for s, r, _ in curve] for _, curve in runs]
-        band = smoothed(curves, _grid(max(c[-1][0] for c in curves)))
-        _draw_band(by_steps, band, colour, f"ours {algorithm} (n = {len(runs)}, mean ± std; seeds thin)")
+        band = all_seeds_band(curves)
+        shortest, longest = min(c[-1][0] for c in curves), max(c[-1][0] for c in curves)
+        extent = "" if shortest == longest else f" to {shortest:,} steps, all seeds"
+        _draw_band(by_steps, band, colour, f"ours {algorithm} (n = {len(runs)}, mean ± std{extent}; seeds thin)")
     by_steps.set_xlim(0, x_end * 1.02)
     by_steps.set_title(f"{env_id}: evaluation return (trailing 5k-step mean)")
     by_steps.set_xlabel("env steps")

@@ -9,6 +9,7 @@ import yaml
 
 from mbpo_pl.basis import REFERENCE_DIR, SeedStats, across_seeds, published_curves, window_mean
 from mbpo_pl.cli import main
+from mbpo_pl.plot import all_seeds_band
 from mbpo_pl.results import export, last_window, plot, read_curve, return_at, runs_table, table, write_table
 
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
@@ -153,3 +154,12 @@ def test_table_puts_our_seeds_beside_the_published_curves(tmp_path):
     assert sac[4:6] == ["500 (n = 1)", "500 (n = 1)"] and sac[8] == f"{(500 - 2667) / 802:+.1f} σ, bands apart"
     assert sac[9] == sac[8]  # its last step is 100k
     assert "* Hopper-v5: no healthy reward on the falling step (1 less per fall)" in lines
+
+
+def test_our_band_stops_where_the_shortest_seed_ends():
+    # Seed 0 reaches 20k, seed 1 only 12k: a mean past 12k would be seed 0 alone under an "n = 2" label.
+    long = [(step, 100.0, 0.0) for step in range(1000, 20_001, 1000)]
+    short = [(step, 300.0, 0.0) for step in range(1000, 12_001, 1000)]
+    band = all_seeds_band([[(s, r) for s, r, _ in curve] for curve in (long, short)])
+    assert [step for step, _ in band] == list(range(5000, 12_001, 1000))
+    assert all(stats.n == 2 and stats.mean == 200.0 for _, stats in band)
