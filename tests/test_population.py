@@ -26,20 +26,25 @@ def _batches(steps: int, seeds: tuple[int, ...], n: int = 32, generator_seed: in
     return torch.stack(members, dim=1)
 
 
-def _train(batches: TensorDict, population: int | None) -> tuple[SACModule, list[dict]]:
+def _agent(population: int | None) -> SACModule:
     torch.manual_seed(0)
-    sac = SACModule(OBS, ACT, hidden_size=16, target_entropy=-1.0, population=population)
+    return SACModule(OBS, ACT, hidden_size=16, target_entropy=-1.0, population=population)
+
+
+def _train(batches: TensorDict, population: int | None) -> tuple[SACModule, list[dict]]:
+    sac = _agent(population)
     torch.manual_seed(1)  # the policy noise
     return sac, [sac.update(batch) for batch in batches.unbind(0)]
 
 
 def test_a_population_of_one_is_the_single_agent():
+    # initialised with the same draws in the same order
+    single, population = _agent(None), _agent(1)
+    for linear, batched in zip(single.actor.net[::2], population.actor.net[::2]):
+        assert torch.equal(batched.weight[0], linear.weight.T) and torch.equal(batched.bias[0, 0], linear.bias)
     batches = _batches(3, (0,))
     single, single_stats = _train(batches[:, 0], None)
     population, population_stats = _train(batches, 1)
-    # initialised with the same draws in the same order
-    for linear, batched in zip(single.actor.net[::2], population.actor.net[::2]):
-        assert torch.equal(batched.weight[0], linear.weight.T) and torch.equal(batched.bias[0, 0], linear.bias)
     # three updates on the same data and noise: the same up to the batched kernels' rounding
     for name, value in single.state_dict().items():
         batched = population.state_dict()[name]
