@@ -35,7 +35,7 @@ from mbpo_pl.checkpoint_io import StreamingCheckpointIO
 from mbpo_pl.data import MBPODataModule
 from mbpo_pl.errors import ConfigError, exit_with_error
 from mbpo_pl.population import check_population_config, spans_processes
-from mbpo_pl.provenance import record_start
+from mbpo_pl.provenance import precision_change, record_start, recorded_starts
 from mbpo_pl.run_folders import population_seed_folder, resolve_checkpoint, run_loggers
 from mbpo_pl.seed_split import SeedSplitStrategy
 from mbpo_pl.system import MBPO
@@ -74,6 +74,9 @@ class LogConfigCallback(SaveConfigCallback):
             if pl_module.seeds is not None:  # each seed's folder is a complete run folder of its own (all seeds')
                 folders += pl_module.seed_loggers.folders
                 self._save_seed_configs(pl_module)
+            change = precision_change(recorded_starts(folders[0]), str(trainer.precision))
+            if trainer.ckpt_path is not None and change is not None:
+                rank_zero_warn(change)
             for folder in folders:
                 record_start(folder, pl_module.run.env_steps, trainer.ckpt_path, str(trainer.precision),
                              str(trainer.strategy.root_device), trainer.world_size)  # fmt: skip

@@ -47,6 +47,26 @@ def denormals_flushed() -> bool:
     return torch.tensor([1e-39]).mul(2.0).item() == 0.0
 
 
+def recorded_starts(run_dir: Path) -> list[dict]:
+    """The starts recorded in ``run_dir/provenance.yaml``, oldest first (none for a folder without one)."""
+    record = run_dir / PROVENANCE
+    return (yaml.safe_load(record.read_text()) or []) if record.is_file() else []
+
+
+def precision_change(starts: list[dict], precision: str) -> str | None:
+    """What to tell a user who resumes a run in another precision than its last start trained in (``None``: the same,
+    or nothing recorded). Allowed, since a run may move to hardware where another precision is the fast one."""
+    trained = starts[-1].get("precision") if starts else None
+    if trained is None or trained == precision:
+        return None
+    return (
+        f"Resuming with precision {precision} a run whose last start (at env step {starts[-1]['env_steps']:,}) trained "
+        f"in {trained}: the rest of the run trains in {precision} (recorded in {PROVENANCE}). To keep the run's "
+        f"precision, pass --trainer.precision {trained} after --config (a config file overrides the arguments before "
+        "it)."
+    )
+
+
 def record_start(run_dir: Path, env_steps: int, resumed_from: str | None, precision: str, device: str,
                  processes: int) -> dict:  # fmt: skip
     """Append this start of the run to ``run_dir/provenance.yaml``; returns the record."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from mbpo_pl.basis import WINDOW, Curve, window_mean
-from mbpo_pl.provenance import PROVENANCE, this_machine
+from mbpo_pl.provenance import recorded_starts, this_machine
 from mbpo_pl.report import load_scalars
 from mbpo_pl.seed_loggers import seed_of
 
@@ -47,12 +47,7 @@ def eval_curve(run_dirs: list[Path]) -> list[tuple[int, float, float]]:
 
 def _run_starts(run_dirs: list[Path]) -> list[dict]:
     """Every start of the run (fresh or resumed) recorded in its folders' ``provenance.yaml``, in order."""
-    starts = []
-    for run_dir in run_dirs:
-        record = run_dir / PROVENANCE
-        if record.is_file():
-            starts += yaml.safe_load(record.read_text()) or []
-    return starts
+    return [start for run_dir in run_dirs for start in recorded_starts(run_dir)]
 
 
 def export(

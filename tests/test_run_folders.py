@@ -3,6 +3,7 @@ the same folder; user mistakes print ``error: <message>`` (exit status 2) instea
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,22 @@ def test_memmap_buffers_live_in_the_run_folder_and_resume_with_it(env_named_conf
     assert list((run / "buffers" / "rank0" / "checkpoint" / "real").glob("*/checkpoint_token"))
     cli = _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "200", "--ckpt_path", "last", *memmap)
     assert len(cli.datamodule.real_buffer) == 200 and cli.datamodule.buffer_dir == run / "buffers"
+
+
+def test_resuming_in_another_precision_says_so_and_is_recorded(env_named_config, tmp_path):
+    _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "150")
+    said = r"Resuming with precision bf16-mixed a run whose last start \(at env step 0\) trained in 32-true"
+    with pytest.warns(UserWarning, match=said + r".*--trainer.precision 32-true after --config"):
+        _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "200", "--ckpt_path", "last",
+             "--trainer.precision", "bf16-mixed")  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:  # the same precision again: nothing to say
+        warnings.simplefilter("always")
+        _fit(env_named_config, tmp_path / "logs", "--loop.total_env_steps", "250", "--ckpt_path", "last",
+             "--trainer.precision", "bf16-mixed")  # fmt: skip
+    assert not [w for w in caught if "Resuming with precision" in str(w.message)]
+    starts = yaml.safe_load((tmp_path / "logs" / "InvertedPendulum-v5" / "version_0" / "provenance.yaml").read_text())
+    assert [(s["env_steps"], s["precision"]) for s in starts] == [
+        (0, "32-true"),
+        (150, "bf16-mixed"),
+        (200, "bf16-mixed"),
+    ]
