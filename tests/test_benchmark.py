@@ -131,8 +131,10 @@ def test_speed_doc_whole_loop_population_table_is_generated_from_the_committed_j
     rate = split["seed_env_steps_per_s"]
     assert f"| {rate:.2f} | {ratio:.2f}x | {rate / best:.2f}x |" in text
     speed = (BENCHMARKS.parent / "docs" / "speed.md").read_text()
-    for name, source in (("population", stored), ("population-8", None)):
-        source = source or json.loads((BENCHMARKS / "population8_cpu2.json").read_text())
+    blocks = {"population": "population_cpu2.json", "population-8": "population8_cpu2.json",
+              "population-zen5": "population_zen5_cpu2.json"}  # fmt: skip
+    for name, file in blocks.items():
+        source = json.loads((BENCHMARKS / file).read_text())
         block = speed.split(f"<!-- {name} -->\n", 1)[1].split(f"\n<!-- /{name} -->", 1)[0]
         assert block == population.markdown(source)
 
