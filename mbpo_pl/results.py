@@ -1,6 +1,7 @@
 """Evaluation curves as committed data, and the results table and figures generated from them.
 
     python -m mbpo_pl results export RUN_DIR... -o docs/results/hopper_seed0.csv [--hardware "..."] [--note "..."]
+                                     [--replace]
     python -m mbpo_pl results table [docs/results] [--write README.md]
     python -m mbpo_pl results table --runs [docs/results] [--write docs/results.md]
     python -m mbpo_pl results plot [docs/results] [-o docs/results]
@@ -9,6 +10,9 @@
 ``env_steps,eval_return,wall_s`` (``wall_s``: training wall seconds up to that evaluation, from ``time/epoch_s``,
 so pauses between processes and suspensions by SIGTSTP are not counted), and records the run's env, seed,
 algorithm, precision, hardware, config hash and every start with its code commit in ``runs.yaml`` beside the CSV.
+It updates an existing CSV only with a curve that holds all its evaluations (the same run, further on); one that
+would lose evaluations (another run's curve, or a longer one) is refused, saying where the two curves part, unless
+``--replace``.
 ``table`` prints the markdown table of each env and algorithm, ours beside the published curves on the same basis
 (:mod:`mbpo_pl.basis`; ``--runs``: one row per run; ``--write`` replaces the table's marked block in a file);
 ``plot`` draws one figure per env against env steps and wall-clock hours.
@@ -22,6 +26,7 @@ import statistics
 from pathlib import Path
 
 from mbpo_pl.basis import REFERENCE_DIR, PublishedCurves, SeedStats, across_seeds, published_curves, window_mean
+from mbpo_pl.errors import ConfigError, exit_with_error
 from mbpo_pl.run_curves import (  # noqa: F401 (export, read_curve, return_at: this module's public API too)
     RESULTS_DIR,
     Run,
@@ -189,6 +194,11 @@ def main(argv: list[str] | None = None) -> None:
     exporting.add_argument("--hardware", default=None, help="hardware label (default: this machine's CPU model)")
     exporting.add_argument("--note", default=None, help="kept in runs.yaml beside the run (e.g. why it restarted)")
     exporting.add_argument("--commit", default=None, help="code commit of a run whose folder has no provenance.yaml")
+    exporting.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite a CSV holding evaluations this run lacks (another run's, or a longer one)",
+    )
     tabling = commands.add_parser("table", help="the markdown results table from the CSVs")
     tabling.add_argument("results_dir", nargs="?", type=Path, default=RESULTS_DIR)
     tabling.add_argument("--write", type=Path, default=None, help="replace the marked table block in this file")
@@ -201,7 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         for run_dir in args.run_dirs:
             if not run_dir.is_dir():
                 raise SystemExit(f"{run_dir}: no such run directory")
-        print(export(args.run_dirs, args.output, args.hardware, args.note, args.commit))
+        try:
+            print(export(args.run_dirs, args.output, args.hardware, args.note, args.commit, args.replace))
+        except ConfigError as err:
+            exit_with_error(err)
     elif args.command == "table":
         which = "runs" if args.runs else "summary"
         if args.write is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from mbpo_pl.basis import WINDOW, Curve, window_mean
+from mbpo_pl.errors import ConfigError
 from mbpo_pl.provenance import recorded_starts, this_machine
 from mbpo_pl.report import load_scalars
 from mbpo_pl.seed_loggers import seed_of
@@ -50,22 +51,61 @@ def _run_starts(run_dirs: list[Path]) -> list[dict]:
     return [start for run_dir in run_dirs for start in recorded_starts(run_dir)]
 
 
+def dropped_evaluations(existing: list[tuple[int, float, float]], new: list[tuple[int, float, float]]) -> str | None:
+    """What writing curve ``new`` over curve ``existing`` would lose, or ``None`` when every evaluation of
+    ``existing`` is in ``new`` with the same return (the same run, exported again after more training)."""
+    new_returns = {step: value for step, value, _ in new}
+    lost = [(i, step, value) for i, (step, value, _) in enumerate(existing) if new_returns.get(step) != value]
+    if not lost:
+        return None
+    agreeing, step, value = lost[0]  # every evaluation before the first lost one agrees exactly
+    if step in new_returns:
+        how = f"at {step:,} env steps its return is {value:.6g}, this run's {new_returns[step]:.6g}"
+    elif new and step > new[-1][0]:
+        how = f"it goes on to {existing[-1][0]:,} env steps, this run only to {new[-1][0]:,}"
+    else:
+        how = f"this run has no evaluation at {step:,} env steps"
+    if agreeing:
+        how += f"; its {agreeing} evaluation{'s' if agreeing > 1 else ''} before {step:,} env steps agree exactly"
+    return f"{len(lost)} of its {len(existing)} evaluations are not this run's ({how})"
+
+
 def export(
-    run_dirs: list[Path], output: Path, hardware: str | None = None, note: str | None = None, commit: str | None = None
+    run_dirs: list[Path],
+    output: Path,
+    hardware: str | None = None,
+    note: str | None = None,
+    commit: str | None = None,
+    replace: bool = False,
 ) -> Path:
     """Write the run's curve to ``output`` and its description to ``runs.yaml`` beside it: env, seed, algorithm,
     precision, hardware and threads, the resolved config's hash, and every start of the run with its code commit
     (from ``provenance.yaml`` in the run folder; ``commit`` for a run whose folder has none); ``note`` is kept
-    beside them (e.g. a restart's reason)."""
+    beside them (e.g. a restart's reason).
+
+    An existing ``output`` is updated only when the new curve holds every evaluation it holds (the same run, further
+    on); a curve it would lose evaluations of (another run's, or a longer one) raises :class:`ConfigError` unless
+    ``replace``, which also drops that curve's ``runs.yaml`` entry, note included."""
     config_file = run_dirs[-1] / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    rows = eval_curve(run_dirs)
+    manifest_path = output.parent / MANIFEST
+    manifest = yaml.safe_load(manifest_path.read_text()) if manifest_path.is_file() else {}
+    if output.is_file():
+        loss = dropped_evaluations(read_curve(output), rows)
+        if loss is not None and not replace:
+            raise ConfigError(
+                f"{output} already holds a curve that exporting {', '.join(map(str, run_dirs))} would overwrite: "
+                f"{loss}. Write to another file with -o, or pass --replace to replace that curve and its {MANIFEST} "
+                "entry."
+            )
+        if replace:
+            manifest.pop(output.name, None)
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["env_steps", "eval_return", "wall_s"])
-        writer.writerows(eval_curve(run_dirs))
-    manifest_path = output.parent / MANIFEST
-    manifest = yaml.safe_load(manifest_path.read_text()) if manifest_path.is_file() else {}
+        writer.writerows(rows)
     threads = config.get("torch_threads")
     starts = _run_starts(run_dirs)
     entry = {

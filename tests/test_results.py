@@ -11,6 +11,8 @@ from mbpo_pl.basis import REFERENCE_DIR, SeedStats, across_seeds, published_curv
 from mbpo_pl.cli import main
 from mbpo_pl.plot import all_seeds_band
 from mbpo_pl.results import export, last_window, plot, read_curve, return_at, runs_table, table, write_table
+from mbpo_pl.results import main as results_main
+from mbpo_pl.run_curves import dropped_evaluations
 
 TINY = str(Path(__file__).parent / "conf" / "tiny.yaml")
 
@@ -23,7 +25,7 @@ def test_return_at_averages_the_last_5k_and_needs_the_step_reached():
     assert last_window(125_000) == 5000 and last_window(5000) == 1000
 
 
-def test_export_table_and_plot_from_a_real_run(logdir, tmp_path):
+def test_export_table_and_plot_from_a_real_run(logdir, tmp_path, capsys):
     main(["fit", "--config", TINY])
     run_dir = next(Path(logdir).rglob("events.out.tfevents.*")).parent
     results = tmp_path / "results"
@@ -40,6 +42,28 @@ def test_export_table_and_plot_from_a_real_run(logdir, tmp_path):
     }  # fmt: skip
     assert len(entry["config_sha256"]) == 16 and entry["commits"] == [entry["starts"][0]["commit"]]
     assert entry["starts"][0]["env_steps"] == 0 and entry["starts"][0]["resumed_from"] is None
+
+    # exporting the same run again updates its CSV; another curve at that path is refused unless --replace
+    curve = read_curve(path)
+    assert export([run_dir], path, hardware="test machine") == path and read_curve(path) == curve
+    other = results / "other.csv"
+    with other.open("w") as handle:
+        handle.write("env_steps,eval_return,wall_s\n" + "".join(f"{s},{r + 1.0},{w}\n" for s, r, w in curve))
+    manifest = yaml.safe_load((results / "runs.yaml").read_text())
+    manifest["other.csv"] = {"note": "another run's"}
+    (results / "runs.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(SystemExit) as refused:
+        results_main(["export", str(run_dir), "-o", str(other)])
+    assert refused.value.code == 2
+    assert f"at 200 env steps its return is {curve[0][1] + 1:.6g}" in capsys.readouterr().err
+    assert read_curve(other)[0][1] == curve[0][1] + 1  # untouched
+    results_main(["export", str(run_dir), "-o", str(other), "--replace"])
+    assert read_curve(other) == curve
+    assert "note" not in yaml.safe_load((results / "runs.yaml").read_text())["other.csv"]  # the old entry went
+    other.unlink()
+    manifest = yaml.safe_load((results / "runs.yaml").read_text())
+    del manifest["other.csv"]
+    (results / "runs.yaml").write_text(yaml.safe_dump(manifest))
 
     markdown = table(results)
     (row,) = [line for line in markdown.splitlines() if line.startswith("| InvertedPendulum")]
@@ -63,6 +87,23 @@ def test_export_table_and_plot_from_a_real_run(logdir, tmp_path):
 
     (figure,) = plot(results, tmp_path / "figures")
     assert figure.name == "invertedpendulum.png" and figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_export_keeps_a_curve_it_would_lose_evaluations_of():
+    """A curve is overwritten only by one holding all its evaluations: the same run, further on."""
+    run = [(1000, 10.0, 5.0), (2000, 20.0, 9.0), (3000, 30.0, 14.0)]
+    assert dropped_evaluations(run[:2], run) is None  # the same run, exported after more training
+    assert dropped_evaluations(run, [(s, r, w + 1) for s, r, w in run]) is None  # wall seconds may differ
+    longer = dropped_evaluations(run, run[:2])
+    assert longer == (
+        "1 of its 3 evaluations are not this run's (it goes on to 3,000 env steps, this run only to 2,000; "
+        "its 2 evaluations before 3,000 env steps agree exactly)"
+    )
+    parted = dropped_evaluations(run, [run[0], (2000, 21.0, 9.0), run[2]])
+    assert parted.startswith("1 of its 3 evaluations are not this run's (at 2,000 env steps its return is 20, ")
+    assert parted.endswith("this run's 21; its 1 evaluation before 2,000 env steps agree exactly)")
+    assert "no evaluation at 2,000" in dropped_evaluations(run, [run[0], run[2]])
+    assert dropped_evaluations(run, [(s, r + 1, w) for s, r, w in run]).startswith("3 of its 3 evaluations")
 
 
 def test_committed_tables_are_generated_from_the_committed_csvs():
